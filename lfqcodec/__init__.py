@@ -1,0 +1,22 @@
+"""lfqcodec: a video codec built on a causal LFQ tokenizer (MAGVIT-v2 style)."""
+
+__version__ = "0.1.0"
+
+from .api import (  # noqa: E402
+    Codec,
+    DecodeReport,
+    EncodeReport,
+    Tokens,
+    decode_file,
+    encode_file,
+    export_tokens,
+    read_info,
+    read_tokens,
+)
+from .config import TokenizerConfig  # noqa: E402
+from .errors import FormatError, LfqError, ModelError  # noqa: E402
+
+__all__ = [
+    "Codec", "DecodeReport", "EncodeReport", "FormatError", "LfqError", "ModelError", "TokenizerConfig",
+    "Tokens", "decode_file", "encode_file", "export_tokens", "read_info", "read_tokens", "__version__",
+]  # fmt: skip

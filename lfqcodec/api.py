@@ -1,0 +1,383 @@
+"""What users import: encode / decode files, read headers and tokens.
+
+>>> import lfqcodec
+>>> lfqcodec.encode_file("in.mp4", "out.lfq", quality="medium")
+>>> lfqcodec.decode_file("out.lfq", "back.mkv")
+>>> tokens = lfqcodec.read_tokens("out.lfq", sub_bits=8)   # token indices for a language model
+
+Work is streamed: frames are read, coded and written a few at a time (``window`` latent frames),
+chunk after chunk, so memory depends on the frame size, not on the clip's length.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+
+from . import __version__
+from .atomic import atomic_output, check_destination
+from .checkpoint import MODELS_DIR, LoadedModel, load_model, resolve_model_path
+from .container import LfqReader, LfqWriter, StreamHeader
+from .errors import FormatError, LfqError, ModelError
+from .layers import streaming
+from .quantizer import bits_to_indices, factorize_indices
+from .videoio import VideoSource, VideoWriter, check_output_format
+
+DEFAULT_GOP = 33  # frames per independently decodable chunk (1 + 4k)
+DEFAULT_ZSTD_LEVEL = 19
+DEFAULT_WINDOW = 2  # latent frames coded per step (memory vs. speed)
+
+
+def select_device(device: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present. On CUDA, TF32 is switched off so that the bitstream matches
+    the CPU's (see docs/FORMAT.md, "Determinism")."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise LfqError("--device cuda was asked for, but no CUDA device is available")
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    elif device != "cpu":
+        raise LfqError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    if device == "cpu" and os.cpu_count():
+        torch.set_num_threads(os.cpu_count())
+    return torch.device(device)
+
+
+def _to_model(frames: list[np.ndarray], grid: tuple[int, int], factor: int, device: torch.device) -> torch.Tensor:
+    """RGB uint8 frames -> ``1 x 3 x T x H' x W'`` in [-1, 1], edge-padded to the latent grid."""
+    video = torch.from_numpy(np.stack(frames)).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    pad_h, pad_w = grid[0] * factor - video.shape[-2], grid[1] * factor - video.shape[-1]
+    if pad_h or pad_w:
+        video = F.pad(video.flatten(1, 2), (0, pad_w, 0, pad_h), mode="replicate").view(
+            1, 3, len(frames), grid[0] * factor, grid[1] * factor
+        )
+    return video
+
+
+def _to_frames(video: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """``1 x 3 x T x H' x W'`` in [-1, 1] -> ``T x height x width x 3`` uint8 (cropped)."""
+    video = video[0, :, :, :height, :width].float()
+    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+
+
+class Codec:
+    """A loaded model on a device, with the chunk-level encode and decode steps."""
+
+    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW):
+        self.model = model
+        self.device = device
+        self.window = max(1, window)
+        self.tokenizer = model.tokenizer.to(device)
+        self.cfg = model.config
+
+    def encode_chunk(self, frames: Iterator[np.ndarray], gop: int, grid: tuple[int, int]) -> tuple[np.ndarray, int]:
+        """Encode up to ``gop`` frames from ``frames``; returns (bits ``B x T' x gh x gw``, frames used).
+
+        The first frame is coded alone; later frames go ``temporal_factor * window`` at a time,
+        the last group padded by repeating its last frame."""
+        f, s = self.cfg.temporal_factor, self.cfg.spatial_factor
+        first = next(frames, None)
+        if first is None:
+            return np.zeros((self.cfg.num_bits, 0, *grid), dtype=bool), 0
+        parts, count = [], 1
+        with streaming(self.tokenizer):
+            parts.append(self.tokenizer.encode(_to_model([first], grid, s, self.device), first=True))
+            while count < gop:
+                group = []
+                for frame in frames:
+                    group.append(frame)
+                    if len(group) == min(f * self.window, gop - count):
+                        break
+                if not group:
+                    break
+                count += len(group)
+                group += [group[-1]] * (-len(group) % f)
+                parts.append(self.tokenizer.encode(_to_model(group, grid, s, self.device), first=False))
+        return torch.cat(parts, dim=2)[0].cpu().numpy(), count
+
+    def decode_chunk(self, bits: np.ndarray, frame_count: int, height: int, width: int) -> Iterator[np.ndarray]:
+        """Decode one chunk's bits (``b x T' x gh x gw``), yielding uint8 frames (``T x H x W x 3``)
+        a window at a time, ``frame_count`` frames in all."""
+        codes = torch.from_numpy(bits).to(self.device)[None]
+        windows = [(0, 1)] + [(lo, lo + self.window) for lo in range(1, codes.shape[2], self.window)]
+        left = frame_count
+        with streaming(self.tokenizer):
+            for lo, hi in windows:
+                video = self.tokenizer.decode(codes[:, :, lo:hi], first=lo == 0)
+                frames = _to_frames(video, height, width)[:left]
+                left -= len(frames)
+                yield frames
+
+
+@dataclass(frozen=True)
+class EncodeReport:
+    path: Path
+    header: StreamHeader
+    file_bytes: int
+    seconds: float
+
+    @property
+    def bits_per_pixel(self) -> float:
+        return self.file_bytes * 8 / max(1, self.header.width * self.header.height * self.header.frame_count)
+
+    @property
+    def kbit_per_second(self) -> float:
+        seconds = self.header.frame_count / self.header.fps
+        return self.file_bytes * 8 / 1000 / float(seconds) if seconds else 0.0
+
+
+def _progress(total: int | None, desc: str, enabled: bool):
+    if not enabled:
+        return contextlib.nullcontext(None)
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, desc=desc, unit="frame", leave=False, dynamic_ncols=True)
+
+
+def encode_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    model: str | os.PathLike | None = None,
+    quality: str = "medium",
+    device: str = "auto",
+    gop: int = DEFAULT_GOP,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    window: int = DEFAULT_WINDOW,
+    overwrite: bool = False,
+    progress: bool = False,
+    max_frames: int | None = None,
+) -> EncodeReport:
+    """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``."""
+    started = time.time()
+    dst = check_destination(dst, overwrite, (src,))
+    if not 1 <= zstd_level <= 22:
+        raise LfqError(f"zstd level {zstd_level} outside 1..22")
+    with VideoSource(src) as source:
+        info = source.info
+        loaded = load_model(model)
+        cfg = loaded.config
+        if quality not in cfg.quality_bits:
+            raise LfqError(f"unknown quality {quality!r} (this model has {', '.join(cfg.quality_bits)})")
+        if gop < 1 or (gop - 1) % cfg.temporal_factor:
+            raise LfqError(f"--gop must be 1 + {cfg.temporal_factor}k frames (e.g. 17, 33, 65), got {gop}")
+        codec = Codec(loaded, select_device(device), window)
+        keep = cfg.quality_bits[quality]
+        s = cfg.spatial_factor
+        grid = (-(-info.height // s), -(-info.width // s))
+        header = StreamHeader(
+            model_id=loaded.model_id, width=info.width, height=info.height, frame_count=0, fps=info.fps,
+            time_base=info.time_base, bits=keep, model_bits=cfg.num_bits, temporal_factor=cfg.temporal_factor,
+            spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
+            metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}", **info.metadata},
+        )  # fmt: skip
+        frames = source.frames()
+        if max_frames is not None:
+            frames = (frame for _, frame in zip(range(max_frames), frames))
+        frames = _check_size(frames, info.width, info.height)
+        with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(info.frame_count_hint, "encode", progress) as bar:
+            writer = LfqWriter(out, header, zstd_level)
+            while True:
+                bits, used = codec.encode_chunk(frames, gop, grid)
+                if not used:
+                    break
+                writer.write_chunk(bits[:keep], used)
+                if bar is not None:
+                    bar.update(used)
+            if not writer.frames:
+                raise LfqError(f"{src}: no frames could be read")
+            header = writer.close()
+    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started)
+
+
+def _check_size(frames: Iterable[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
+    for frame in frames:
+        if frame.shape[:2] != (height, width):
+            raise LfqError(f"frame size changes mid-stream ({frame.shape[1]}x{frame.shape[0]}, expected {width}x{height})")
+        yield frame
+
+
+def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None) -> str | Path:
+    """The model a file was made with: ``model`` if given (checked), else the shipped one whose hash matches."""
+    name = header.metadata.get("model_name", "?")
+    if model is not None:
+        return model
+    if MODELS_DIR.is_dir():
+        for path in sorted(MODELS_DIR.glob("*.safetensors")):
+            with contextlib.suppress(Exception), safe_open(str(path), framework="pt") as handle:
+                sha = (handle.metadata() or {}).get("lfqcodec.sha256", "")
+                if bytes.fromhex(sha)[:16] == header.model_id:
+                    return path
+    raise ModelError(f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model")
+
+
+def _open_reader(path: str | os.PathLike) -> tuple[LfqReader, object]:
+    path = Path(path)
+    if path.is_dir():
+        raise LfqError(f"{path} is a directory, not an .lfq file")
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise LfqError(f"cannot open {path}: {exc.strerror or exc}") from None
+    try:
+        return LfqReader(handle), handle
+    except FormatError as exc:
+        handle.close()
+        raise FormatError(f"{path}: {exc}") from None
+    except BaseException:
+        handle.close()
+        raise
+
+
+@dataclass(frozen=True)
+class DecodeReport:
+    path: Path
+    frames: int
+    seconds: float
+
+
+def decode_file(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    *,
+    device: str = "auto",
+    start: int = 0,
+    frames: int | None = None,
+    model: str | os.PathLike | None = None,
+    window: int = DEFAULT_WINDOW,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> DecodeReport:
+    """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
+    ``frames`` select a frame range (only the chunks holding it are decoded)."""
+    started = time.time()
+    suffix = check_output_format(dst)
+    dst = check_destination(dst, overwrite, (src,))
+    reader, handle = _open_reader(src)
+    with handle:
+        h = reader.header
+        end = h.frame_count if frames is None else min(h.frame_count, start + frames)
+        if not 0 <= start < h.frame_count or end <= start:
+            raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
+        if suffix == ".png" and end - start != 1:
+            raise LfqError(f"a .png output holds one frame but {end - start} were asked for (use --frames 1 or a video extension)")
+        loaded = load_model(find_model_for(h, model))
+        if loaded.model_id != h.model_id:
+            raise ModelError(
+                f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
+                f"not {loaded.name!r} ({loaded.model_id.hex()})"
+            )
+        codec = Codec(loaded, select_device(device), window)
+        written = 0
+        with atomic_output(dst) as tmp, _progress(end - start, "decode", progress) as bar:
+            writer = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
+            try:
+                for chunk in reader.chunks_for_frames(start, end - start):
+                    position = chunk.first_frame
+                    for block in codec.decode_chunk(reader.read_chunk(chunk.index), chunk.frame_count, h.height, h.width):
+                        lo, hi = max(start - position, 0), min(end - position, len(block))
+                        for frame in block[lo:hi]:
+                            writer.write(frame)
+                        written += max(0, hi - lo)
+                        position += len(block)
+                        if bar is not None:
+                            bar.update(max(0, hi - lo))
+                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+    return DecodeReport(dst, written, time.time() - started)
+
+
+def read_info(path: str | os.PathLike) -> dict:
+    """Header, model, duration, bitrate and chunk table of an ``.lfq`` file, as plain data."""
+    reader, handle = _open_reader(path)
+    with handle:
+        h = reader.header
+        size = reader.file_size
+        duration = float(h.frame_count / h.fps) if h.frame_count else 0.0
+        return {
+            "file": str(path),
+            "format_version": "1.0",
+            "file_bytes": size,
+            "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex()},
+            "quality": h.metadata.get("quality"),
+            "width": h.width,
+            "height": h.height,
+            "frame_count": h.frame_count,
+            "fps": f"{h.fps.numerator}/{h.fps.denominator}",
+            "time_base": f"{h.time_base.numerator}/{h.time_base.denominator}",
+            "duration_s": duration,
+            "bits_per_token": h.bits,
+            "model_bits": h.model_bits,
+            "latent_grid": [h.grid_height, h.grid_width],
+            "factors": {"temporal": h.temporal_factor, "spatial": h.spatial_factor},
+            "gop": h.gop,
+            "bits_per_pixel": size * 8 / max(1, h.width * h.height * h.frame_count),
+            "kbit_per_second": size * 8 / 1000 / duration if duration else 0.0,
+            "metadata": h.metadata,
+            "chunks": [
+                {"index": c.index, "offset": c.offset, "bytes": c.size, "first_frame": c.first_frame, "frames": c.frame_count}
+                for c in reader.chunks
+            ],
+        }
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Token indices of a whole file. ``indices`` is int64 ``T' x gh x gw`` (chunks concatenated in
+    time; ``chunk_starts[i]`` is chunk ``i``'s first latent frame); ``sub_indices`` adds a last axis
+    of factorized sub-tokens when asked for."""
+
+    indices: np.ndarray
+    bits: int
+    chunk_starts: np.ndarray
+    sub_indices: np.ndarray | None = None
+    sub_bits: int | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def read_tokens(path: str | os.PathLike, sub_bits: int | None = None) -> Tokens:
+    """Token indices (bit ``i`` = channel ``i``, LSB first) of every chunk of ``path``."""
+    reader, handle = _open_reader(path)
+    with handle:
+        h = reader.header
+        if sub_bits is not None and not 1 <= sub_bits <= h.bits:
+            raise LfqError(f"sub-token size {sub_bits} outside 1..{h.bits}")
+        parts, starts, total = [], [], 0
+        for chunk in reader.chunks:
+            bits = torch.from_numpy(reader.read_chunk(chunk.index))
+            parts.append(bits_to_indices(bits, dim=0))
+            starts.append(total)
+            total += bits.shape[1]
+        indices = torch.cat(parts) if parts else torch.zeros((0, h.grid_height, h.grid_width), dtype=torch.int64)
+        sub = factorize_indices(indices, h.bits, sub_bits).numpy() if sub_bits else None
+        meta = {"width": h.width, "height": h.height, "frame_count": h.frame_count, "gop": h.gop,
+                "temporal_factor": h.temporal_factor, "spatial_factor": h.spatial_factor}  # fmt: skip
+        return Tokens(indices.numpy(), h.bits, np.array(starts, dtype=np.int64), sub, sub_bits, meta)
+
+
+def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False) -> Tokens:
+    """Write :func:`read_tokens`'s arrays to an ``.npz`` file."""
+    dst = check_destination(dst, overwrite, (src,))
+    tokens = read_tokens(src, sub_bits)
+    arrays = {"indices": tokens.indices, "bits": np.int64(tokens.bits), "chunk_starts": tokens.chunk_starts}
+    arrays.update({k: np.int64(v) for k, v in tokens.meta.items()})
+    if tokens.sub_indices is not None:
+        arrays.update(sub_indices=tokens.sub_indices, sub_bits=np.int64(tokens.sub_bits))
+    with atomic_output(dst) as tmp:
+        with open(tmp, "wb") as out:
+            np.savez(out, **arrays)
+    return tokens

@@ -1,0 +1,116 @@
+"""Model files: safetensors weights + the config + a content hash, loaded without pickle.
+
+Metadata keys (all strings): ``lfqcodec.format`` (``"model-v1"``), ``lfqcodec.name``,
+``lfqcodec.config`` (JSON of :class:`~lfqcodec.config.TokenizerConfig`) and ``lfqcodec.sha256``
+(hash of the tensors: names, dtypes, shapes and bytes, in sorted name order). A ``.lfq`` file
+names the model by name and the first 16 bytes of that hash, so decoding with other weights is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file, safe_open
+
+from .config import TokenizerConfig
+from .errors import ModelError
+from .tokenizer import Tokenizer
+
+MODEL_FORMAT = "model-v1"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = "lfq-base"
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    name: str
+    sha256: str  # hex digest of the weights
+    config: TokenizerConfig
+    tokenizer: Tokenizer
+
+    @property
+    def model_id(self) -> bytes:
+        """The 16-byte identity stored in ``.lfq`` headers."""
+        return bytes.fromhex(self.sha256)[:16]
+
+
+def weights_sha256(state: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().contiguous().cpu()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_model(path: str | os.PathLike, tokenizer: Tokenizer, name: str, dtype: torch.dtype = torch.float16) -> str:
+    """Write ``tokenizer``'s weights (cast to ``dtype``) to ``path`` atomically; returns the hash."""
+    state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tokenizer.state_dict().items()}
+    sha = weights_sha256(state)
+    metadata = {
+        "lfqcodec.format": MODEL_FORMAT,
+        "lfqcodec.name": name,
+        "lfqcodec.config": tokenizer.cfg.to_json(),
+        "lfqcodec.sha256": sha,
+    }
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return sha
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> Path:
+    """A model name from ``models/`` (e.g. ``lfq-base``) or a path to a ``.safetensors`` file."""
+    model = DEFAULT_MODEL if model is None else model
+    candidate = Path(model)
+    if candidate.suffix == ".safetensors" or candidate.exists():
+        if not candidate.is_file():
+            raise ModelError(f"model file not found: {candidate}")
+        return candidate
+    shipped = MODELS_DIR / f"{model}.safetensors"
+    if not shipped.is_file():
+        available = sorted(p.stem for p in MODELS_DIR.glob("*.safetensors")) if MODELS_DIR.is_dir() else []
+        raise ModelError(f"unknown model {str(model)!r} (available: {', '.join(available) or 'none'})")
+    return shipped
+
+
+def load_model(
+    model: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    verify: bool = True,
+) -> LoadedModel:
+    """Load a model by name or path, check its hash, and return it in eval mode on ``device``."""
+    path = resolve_model_path(model)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ModelError(f"cannot read model file {path}: {exc}") from None
+    if metadata.get("lfqcodec.format") != MODEL_FORMAT:
+        raise ModelError(f"{path} is not an lfqcodec model file (format {metadata.get('lfqcodec.format')!r})")
+    try:
+        config = TokenizerConfig.from_dict(json.loads(metadata["lfqcodec.config"]))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ModelError(f"{path}: bad model config: {exc}") from None
+    sha = weights_sha256(state)
+    if verify and sha != metadata.get("lfqcodec.sha256"):
+        raise ModelError(f"{path}: weights do not match their recorded hash (file damaged?)")
+    tokenizer = Tokenizer(config)
+    try:
+        tokenizer.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
+    tokenizer.to(device=device, dtype=dtype).eval()
+    return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer)

@@ -1,0 +1,201 @@
+"""The ``lfqcodec`` command: a thin Click layer over :mod:`lfqcodec.api`.
+
+Errors the user can act on are printed as one line (``lfqcodec: error: ...``) with exit status 1;
+Ctrl-C exits with 130. Set ``LFQCODEC_DEBUG=1`` to see tracebacks of unexpected failures.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import api
+from .errors import LfqError
+
+QUALITIES = ("low", "medium", "high")
+
+
+def _fail(message: str, code: int = 1) -> None:
+    click.echo(f"lfqcodec: error: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except LfqError as exc:
+            _fail(str(exc))
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory (try a smaller --window or --gop)")
+        except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+            if os.environ.get("LFQCODEC_DEBUG"):
+                raise
+            _fail(f"internal error: {type(exc).__name__}: {exc} (set LFQCODEC_DEBUG=1 for details)")
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lfqcodec")
+def main() -> None:
+    """A video codec built on a causal LFQ tokenizer (MAGVIT-v2 style)."""
+
+
+device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the network runs; auto picks CUDA when present. The bitstream does not depend on it.",
+)  # fmt: skip
+overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+window_option = click.option(
+    "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
+    help="Latent frames coded per step (memory vs. speed; does not change the output).",
+)  # fmt: skip
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
+@click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
+@click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True,
+              help="Frames per independently decodable chunk (1 + 4k).")  # fmt: skip
+@click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
+@click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
+@device_option
+@window_option
+@overwrite_option
+@quiet_option
+@handle_errors
+def encode(src, dst, model, quality, gop, zstd_level, max_frames, device, window, overwrite, quiet):
+    """Compress the video SRC (anything FFmpeg reads) into DST (.lfq)."""
+    report = api.encode_file(
+        src, dst, model=model, quality=quality, device=device, gop=gop, zstd_level=zstd_level,
+        window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
+    )  # fmt: skip
+    if not quiet:
+        h = report.header
+        click.echo(
+            f"{dst}: {h.frame_count} frames {h.width}x{h.height} @ {float(h.fps):.3f} fps, {report.file_bytes} bytes, "
+            f"{report.bits_per_pixel:.4f} bpp, {report.kbit_per_second:.1f} kbit/s ({report.seconds:.1f} s)",
+            err=True,
+        )
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First frame to decode.")
+@click.option("--frames", type=click.IntRange(1), default=None, help="Number of frames to decode [default: all].")
+@click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
+@device_option
+@window_option
+@overwrite_option
+@quiet_option
+@handle_errors
+def decode(src, dst, start, frames, model, device, window, overwrite, quiet):
+    """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
+    report = api.decode_file(
+        src, dst, device=device, start=start, frames=frames, model=model, window=window,
+        overwrite=overwrite, progress=not quiet,
+    )  # fmt: skip
+    if not quiet:
+        click.echo(f"{dst}: {report.frames} frames ({report.seconds:.1f} s)", err=True)
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@handle_errors
+def info(src, as_json):
+    """Show the header, model, bitrate and chunk table of SRC (.lfq)."""
+    data = api.read_info(src)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    meta = data["metadata"]
+    lines = [
+        f"file:        {data['file']} ({data['file_bytes']} bytes, format {data['format_version']})",
+        f"model:       {data['model']['name']} ({data['model']['id']}), quality {data['quality']}",
+        f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
+        f"({data['duration_s']:.3f} s), time base {data['time_base']}",
+        f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
+        f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
+        f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
+        f"{data['factors']['spatial']} (t x h x w)",
+        f"bitrate:     {data['bits_per_pixel']:.4f} bits/pixel, {data['kbit_per_second']:.1f} kbit/s",
+        f"chunks:      {len(data['chunks'])} of up to {data['gop']} frames",
+        "  index      offset       bytes  frames",
+    ]
+    for c in data["chunks"]:
+        last = c["first_frame"] + c["frames"] - 1
+        lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}")
+    click.echo("\n".join(lines))
+
+
+@main.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("dst", type=click.Path(path_type=Path))
+@click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
+              help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
+@overwrite_option
+@handle_errors
+def tokens(src, dst, sub_bits, overwrite):
+    """Export the token indices of SRC (.lfq) to DST (.npz) for language-model training.
+
+    Arrays: indices (T' x H' x W', int64; bit i = latent channel i, LSB first), chunk_starts,
+    bits, and with --sub-bits: sub_indices (T' x H' x W' x n) and sub_bits."""
+    result = api.export_tokens(src, dst, sub_bits, overwrite)
+    click.echo(f"{dst}: {result.indices.shape} tokens of {result.bits} bits", err=True)
+
+
+@main.command()
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@click.option("--val", "val_clips", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Held-out validation clip; repeatable (excluded from training).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path.home() / ".cache/lfqcodec/runs/base",
+              show_default=True, help="Run folder: state, logs, data cache, best weights.")
+@click.option("--steps", type=click.IntRange(1), default=12000, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
+@click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
+@click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
+@click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
+@device_option
+@handle_errors
+def train(data_dirs, val_clips, out, steps, lr, batch, frames, size, val_every, init, name, device):
+    """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
+    import logging
+
+    from .config import TokenizerConfig
+    from .data import SamplerConfig
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    val_clips = list(val_clips) or [default_data / "video/bikes.mp4", default_data / "video/carphone_pristine.mp4"]
+    for path in [*data_dirs, *val_clips]:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
+    run_training(
+        TokenizerConfig(), TrainConfig(steps=steps, lr=lr, batch=batch, val_every=val_every),
+        SamplerConfig(frames=frames, size=size), data_dirs, val_clips, out, init=init, name=name, device=device,
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,59 @@
+"""Architecture and operating-point settings, as frozen JSON-serialisable dataclasses.
+
+A :class:`TokenizerConfig` is stored inside every checkpoint and rebuilt with
+``TokenizerConfig.from_dict(saved)`` on load, so a weights file always says what network it holds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Causal 3D-CNN tokenizer with Lookup-Free Quantization (MAGVIT-v2 style)."""
+
+    num_bits: int = 32  # latent channels = bits per token; quality levels keep a prefix of them
+    temporal_factor: int = 4  # frames per latent frame after the first (which is coded alone)
+    patch_size: int = 4  # space-to-depth factor of the stem (full-resolution work is one reshape)
+    channels: tuple[int, ...] = (64, 192)  # width per level; each level after the first halves H, W
+    encoder_blocks: tuple[int, ...] = (1, 2)  # residual blocks per level in the encoder
+    decoder_blocks: tuple[int, ...] = (2, 4)  # residual blocks per level in the decoder
+    temporal_kernel: int = 3  # causal kernel length (in latent frames) of the 3D convolutions
+    quality_bits: dict[str, int] = field(
+        default_factory=lambda: {"low": 8, "medium": 16, "high": 32}
+    )  # operating point -> number of leading bits kept (nested LFQ)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "channels", tuple(self.channels))
+        object.__setattr__(self, "encoder_blocks", tuple(self.encoder_blocks))
+        object.__setattr__(self, "decoder_blocks", tuple(self.decoder_blocks))
+        if not 1 <= self.num_bits <= 62:
+            raise ValueError("num_bits must be in 1..62 (token indices are int64)")
+        if len(self.channels) != len(self.encoder_blocks) or len(self.channels) != len(self.decoder_blocks):
+            raise ValueError("channels, encoder_blocks and decoder_blocks need one entry per level")
+        for name, bits in self.quality_bits.items():
+            if not 1 <= bits <= self.num_bits:
+                raise ValueError(f"quality {name!r} keeps {bits} bits, outside 1..{self.num_bits}")
+
+    @property
+    def spatial_factor(self) -> int:
+        """Pixels per token along each spatial axis."""
+        return self.patch_size * 2 ** (len(self.channels) - 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        return cls(**data)

@@ -1,0 +1,122 @@
+"""Causal, tile-safe building blocks.
+
+Tensors are ``N x C x T x H x W``. "Causal" means output frame ``t`` depends only on input frames
+``<= t``: temporal padding is added on the past side only, and normalisation is computed per
+position over channels (never over time or space), so encoding a clip in temporal pieces with
+enough left context gives the same numbers as encoding it whole.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CausalConv3d(nn.Module):
+    """3D convolution padded on the past in time (replicating the first frame) and zero-padded in space.
+
+    In streaming mode (see :func:`streaming`) the layer keeps its last ``kt - 1`` input frames and
+    uses them as the past of the next call, so a clip fed in temporal pieces gives the same output
+    as the clip fed whole.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel: tuple[int, int, int] = (3, 3, 3)):
+        super().__init__()
+        kt, kh, kw = kernel
+        self.time_pad = kt - 1
+        self.conv = nn.Conv3d(in_channels, out_channels, kernel, padding=(0, kh // 2, kw // 2))
+        self.streaming = False
+        self.past: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pad:
+            past = self.past if self.past is not None else x[:, :, :1].expand(-1, -1, self.time_pad, -1, -1)
+            x = torch.cat([past, x], dim=2)
+            if self.streaming:
+                self.past = x[:, :, -self.time_pad :].detach()
+        return self.conv(x)
+
+
+@contextlib.contextmanager
+def streaming(module: nn.Module) -> Iterator[None]:
+    """Within this block, the causal convolutions of ``module`` carry their past between calls."""
+    layers = [m for m in module.modules() if isinstance(m, CausalConv3d)]
+    for layer in layers:
+        layer.streaming, layer.past = True, None
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.streaming, layer.past = False, None
+
+
+class ChannelNorm(nn.Module):
+    """LayerNorm over channels at every (t, h, w) position: causal and independent of tiling."""
+
+    def __init__(self, channels: int, affine: bool = True, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=1, keepdim=True)
+        var = (x - mean).pow(2).mean(dim=1, keepdim=True)
+        x = (x - mean) * torch.rsqrt(var + self.eps)
+        if self.weight is not None:
+            x = x * self.weight.view(1, -1, 1, 1, 1) + self.bias.view(1, -1, 1, 1, 1)
+        return x
+
+
+class ResBlock(nn.Module):
+    """Pre-norm residual block of two causal 3D convolutions."""
+
+    def __init__(self, channels: int, temporal_kernel: int = 3):
+        super().__init__()
+        kernel = (temporal_kernel, 3, 3)
+        self.norm1 = ChannelNorm(channels)
+        self.conv1 = CausalConv3d(channels, channels, kernel)
+        self.norm2 = ChannelNorm(channels)
+        self.conv2 = CausalConv3d(channels, channels, kernel)
+        nn.init.zeros_(self.conv2.conv.weight)  # start as identity: stable early training
+        nn.init.zeros_(self.conv2.conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(F.silu(self.norm2(h)))
+        return x + h
+
+
+def space_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``N x C x T x H x W`` -> ``N x C*f*f x T x H/f x W/f`` (channel order: c, dy, dx)."""
+    n, c, t, h, w = x.shape
+    x = x.view(n, c, t, h // factor, factor, w // factor, factor)
+    x = x.permute(0, 1, 4, 6, 2, 3, 5)
+    return x.reshape(n, c * factor * factor, t, h // factor, w // factor)
+
+
+def depth_to_space(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Inverse of :func:`space_to_depth`."""
+    n, c, t, h, w = x.shape
+    c_out = c // (factor * factor)
+    x = x.view(n, c_out, factor, factor, t, h, w)
+    x = x.permute(0, 1, 4, 5, 2, 6, 3)
+    return x.reshape(n, c_out, t, h * factor, w * factor)
+
+
+def time_to_depth(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """``N x C x T x H x W`` -> ``N x C*f x T/f x H x W`` (channel order: c, dt)."""
+    n, c, t, h, w = x.shape
+    x = x.view(n, c, t // factor, factor, h, w).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, c * factor, t // factor, h, w)
+
+
+def depth_to_time(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Inverse of :func:`time_to_depth`."""
+    n, c, t, h, w = x.shape
+    x = x.view(n, c // factor, factor, t, h, w).permute(0, 1, 3, 2, 4, 5)
+    return x.reshape(n, c // factor, t * factor, h, w)

@@ -1,0 +1,126 @@
+"""Lookup-Free Quantization (Yu et al., "Language Model Beats Diffusion", MAGVIT-v2, 2023).
+
+Each latent channel is quantized to its sign, so a token of ``B`` channels *is* ``B`` bits and no
+codebook is looked up. Bit order (fixed by ``docs/FORMAT.md``): **channel ``i`` is bit ``i`` of the
+token index**, least significant first: ``index = sum(2**i for i where channel i > 0)``.
+
+Nested rates: the decoder is trained with random prefixes of the bits kept (the dropped channels
+are fed as ``0``, "unknown"), so one network serves several operating points: a quality level keeps
+the first ``k`` bits of every token.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+
+class QuantizerOutput(NamedTuple):
+    codes: torch.Tensor  # N x B x T x H x W, values in {-1, 0, +1} (0 = dropped bit), straight-through
+    bits: torch.Tensor  # N x B x T x H x W, bool, True where the latent is positive
+    entropy_loss: torch.Tensor  # per-token entropy - codebook entropy (fp32 scalar); minimise
+    commitment_loss: torch.Tensor  # mean (z - sign(z))^2 (fp32 scalar)
+    token_entropy: torch.Tensor  # mean per-token entropy in bits (diagnostic)
+    codebook_entropy: torch.Tensor  # entropy of the batch-average code distribution in bits (diagnostic)
+
+
+def _bit_weights(num_bits: int, device: torch.device | None = None) -> torch.Tensor:
+    return torch.pow(2, torch.arange(num_bits, dtype=torch.int64, device=device))
+
+
+def bits_to_indices(bits: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Bool bits along ``dim`` -> int64 token indices (bit ``i`` weighs ``2**i``)."""
+    bits = bits.movedim(dim, -1).to(torch.int64)
+    return (bits * _bit_weights(bits.shape[-1], bits.device)).sum(-1)
+
+
+def indices_to_bits(indices: torch.Tensor, num_bits: int, dim: int = -1) -> torch.Tensor:
+    """Inverse of :func:`bits_to_indices`: int64 indices -> bool bits placed along ``dim``."""
+    bits = (indices.unsqueeze(-1) & _bit_weights(num_bits, indices.device)) != 0
+    return bits.movedim(-1, dim)
+
+
+def factorize_indices(indices: torch.Tensor, num_bits: int, sub_bits: int) -> torch.Tensor:
+    """Split ``num_bits``-bit indices into ``ceil(num_bits / sub_bits)`` sub-token indices.
+
+    Sub-token ``j`` holds bits ``j*sub_bits ... (j+1)*sub_bits - 1``, so an 18-bit token with
+    ``sub_bits=9`` becomes ``(index & 511, index >> 9)``. Returns ``indices.shape + (n_sub,)``.
+    """
+    n_sub = math.ceil(num_bits / sub_bits)
+    shifts = torch.arange(n_sub, dtype=torch.int64, device=indices.device) * sub_bits
+    return (indices.unsqueeze(-1) >> shifts) & ((1 << sub_bits) - 1)
+
+
+def unfactorize_indices(sub_indices: torch.Tensor, sub_bits: int) -> torch.Tensor:
+    """Inverse of :func:`factorize_indices`."""
+    shifts = torch.arange(sub_indices.shape[-1], dtype=torch.int64, device=sub_indices.device) * sub_bits
+    return (sub_indices.to(torch.int64) << shifts).sum(-1)
+
+
+def bits_to_codes(bits: torch.Tensor, num_bits: int | None = None, dim: int = 1) -> torch.Tensor:
+    """Bool bits -> float codes in {-1, +1}; pad with ``0`` channels up to ``num_bits`` along ``dim``."""
+    codes = bits.to(torch.float32) * 2 - 1
+    if num_bits is not None and num_bits > bits.shape[dim]:
+        shape = list(codes.shape)
+        shape[dim] = num_bits - bits.shape[dim]
+        codes = torch.cat([codes, codes.new_zeros(shape)], dim=dim)
+    return codes
+
+
+def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
+    p = p.clamp(1e-6, 1 - 1e-6)
+    return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
+
+
+class LookupFreeQuantizer(nn.Module):
+    """Sign quantizer with the MAGVIT-v2 entropy penalty and a commitment loss.
+
+    The soft assignment of a latent ``z`` to the two codes ``+-1`` of its channel is
+    ``p(+1) = sigmoid(4 z / temperature)`` (a softmax over negative squared distances). Per-token
+    entropy is the sum of the bits' binary entropies; the codebook entropy is computed over groups
+    of ``group_bits`` bits (2**group_bits codes each) because 2**B codes are too many to enumerate.
+    All loss terms are computed in fp32, even under autocast.
+    """
+
+    def __init__(self, num_bits: int, group_bits: int = 8, temperature: float = 1.0):
+        super().__init__()
+        self.num_bits = num_bits
+        self.group_bits = min(group_bits, num_bits)
+        self.temperature = temperature
+        codes = indices_to_bits(torch.arange(2**self.group_bits), self.group_bits).float()
+        self.register_buffer("group_codebook", codes, persistent=False)  # 2**g x g, {0, 1}
+
+    def forward(self, z: torch.Tensor, keep_bits: torch.Tensor | None = None) -> QuantizerOutput:
+        """Quantize ``z`` (``N x B x T x H x W``).
+
+        ``keep_bits`` (``N`` ints, optional) zeroes bits ``>= keep_bits[n]`` of sample ``n`` in the
+        returned codes, so the decoder learns to work from any prefix of the bits.
+        """
+        z = z.float()
+        bits = z > 0
+        hard = bits.float() * 2 - 1
+        codes = z + (hard - z).detach()  # straight-through estimator
+        if keep_bits is not None:
+            channel = torch.arange(self.num_bits, device=z.device).view(1, -1, 1, 1, 1)
+            codes = codes * (channel < keep_bits.view(-1, 1, 1, 1, 1)).float()
+
+        commitment = (z - hard).pow(2).mean()
+        p_pos = torch.sigmoid(4.0 * z / self.temperature).movedim(1, -1).reshape(-1, self.num_bits)
+        token_entropy = _binary_entropy(p_pos).sum(-1).mean()
+        codebook_entropy = self._codebook_entropy(p_pos)
+        entropy_loss = (token_entropy - codebook_entropy) / self.num_bits
+        return QuantizerOutput(codes, bits, entropy_loss, commitment, token_entropy, codebook_entropy)
+
+    def _codebook_entropy(self, p_pos: torch.Tensor) -> torch.Tensor:
+        total = p_pos.new_zeros(())
+        g = self.group_bits
+        for start in range(0, self.num_bits, g):
+            p = p_pos[:, start : start + g].clamp(1e-6, 1 - 1e-6)
+            book = self.group_codebook[: 2 ** p.shape[1], : p.shape[1]]
+            log_probs = torch.log(p) @ book.T + torch.log1p(-p) @ (1 - book).T  # tokens x codes
+            mean_probs = log_probs.exp().mean(0)
+            total = total - (mean_probs * torch.log2(mean_probs.clamp_min(1e-12))).sum()
+        return total

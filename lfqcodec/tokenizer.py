@@ -1,0 +1,130 @@
+"""The causal video tokenizer: encoder, LFQ and decoder.
+
+Layout and range: video tensors are ``N x 3 x T x H x W`` RGB in ``[-1, 1]`` with
+``T = 1 + temporal_factor * k`` and ``H, W`` multiples of ``config.spatial_factor``. The first frame
+is repeated ``temporal_factor - 1`` times into the past, so it forms a latent frame of its own
+(a still image is a one-frame video and uses the same vocabulary); each later group of
+``temporal_factor`` frames becomes one latent frame that only sees earlier groups.
+The token grid is ``N x (1 + k) x H/s x W/s`` of ``num_bits``-bit tokens.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TokenizerConfig
+from .layers import (
+    CausalConv3d,
+    ChannelNorm,
+    ResBlock,
+    depth_to_space,
+    depth_to_time,
+    space_to_depth,
+    time_to_depth,
+)
+from .quantizer import LookupFreeQuantizer, QuantizerOutput, bits_to_codes
+
+
+def latent_frames(num_frames: int, temporal_factor: int) -> int:
+    """Latent frames for ``num_frames`` frames (``1 + ceil((T-1)/f)``)."""
+    return 1 + -(-(num_frames - 1) // temporal_factor)
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        stem_in = 3 * cfg.temporal_factor * cfg.patch_size**2
+        self.stem = CausalConv3d(stem_in, cfg.channels[0], (1, 3, 3))
+        self.levels = nn.ModuleList()
+        self.downs = nn.ModuleList()
+        for level, (width, blocks) in enumerate(zip(cfg.channels, cfg.encoder_blocks)):
+            if level > 0:
+                self.downs.append(nn.Conv3d(4 * cfg.channels[level - 1], width, 1))
+            self.levels.append(nn.Sequential(*[ResBlock(width, cfg.temporal_kernel) for _ in range(blocks)]))
+        self.out_norm = ChannelNorm(cfg.channels[-1])
+        self.out = CausalConv3d(cfg.channels[-1], cfg.num_bits, (1, 1, 1))
+
+    def forward(self, video: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """``first``: ``video`` starts the clip (``1 + f*k`` frames, its first frame is coded alone);
+        otherwise it continues a streamed clip with ``f*k`` frames."""
+        f = self.cfg.temporal_factor
+        if first:
+            video = torch.cat([video[:, :, :1].expand(-1, -1, f - 1, -1, -1), video], dim=2)
+        x = space_to_depth(time_to_depth(video, f), self.cfg.patch_size)
+        x = self.stem(x)
+        for level, blocks in enumerate(self.levels):
+            if level > 0:
+                x = self.downs[level - 1](space_to_depth(x, 2))
+            x = blocks(x)
+        z = self.out(F.silu(self.out_norm(x)))
+        # RMS-normalise each token (no affine): signs are unchanged, but the commitment and entropy
+        # terms see latents of a fixed scale (the role GroupNorm plays before LFQ in MAGVIT-v2).
+        return z * torch.rsqrt(z.pow(2).mean(dim=1, keepdim=True) + 1e-6)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.inp = CausalConv3d(cfg.num_bits, cfg.channels[-1], (cfg.temporal_kernel, 3, 3))
+        self.levels = nn.ModuleList()
+        self.ups = nn.ModuleList()
+        for level in reversed(range(len(cfg.channels))):
+            width = cfg.channels[level]
+            self.levels.append(
+                nn.Sequential(*[ResBlock(width, cfg.temporal_kernel) for _ in range(cfg.decoder_blocks[level])])
+            )
+            if level > 0:
+                self.ups.append(nn.Conv3d(width, 4 * cfg.channels[level - 1], 1))
+        self.out_norm = ChannelNorm(cfg.channels[0])
+        stem_out = 3 * cfg.temporal_factor * cfg.patch_size**2
+        self.out = CausalConv3d(cfg.channels[0], stem_out, (1, 3, 3))
+
+    def forward(self, codes: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """``first``: ``codes`` start the clip (the first latent frame decodes to one frame)."""
+        x = self.inp(codes)
+        for i, blocks in enumerate(self.levels):
+            x = blocks(x)
+            if i < len(self.ups):
+                x = depth_to_space(self.ups[i](x), 2)
+        x = self.out(F.silu(self.out_norm(x)))
+        video = depth_to_time(depth_to_space(x, self.cfg.patch_size), self.cfg.temporal_factor)
+        return video[:, :, self.cfg.temporal_factor - 1 :] if first else video
+
+
+class Tokenizer(nn.Module):
+    """Encoder + LFQ + decoder. ``forward`` is the training path; ``encode``/``decode`` the codec's."""
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.quantizer = LookupFreeQuantizer(cfg.num_bits)
+        self.decoder = Decoder(cfg)
+
+    def forward(
+        self, video: torch.Tensor, keep_bits: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, QuantizerOutput]:
+        """Reconstruct ``video``; returns ``(reconstruction, quantizer output)``."""
+        q = self.quantizer(self.encoder(video), keep_bits)
+        return self.decoder(q.codes.to(video.dtype)), q
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """``N x 3 x T x H x W`` in [-1, 1] -> bool bits ``N x B x T' x H/s x W/s``.
+
+        ``first=False`` continues a clip inside :func:`~lfqcodec.layers.streaming`."""
+        dtype = next(self.encoder.parameters()).dtype
+        return self.encoder(video.to(dtype), first) > 0
+
+    @torch.no_grad()
+    def decode(self, bits: torch.Tensor, first: bool = True) -> torch.Tensor:
+        """Bool bits ``N x b x T' x h x w`` (``b <= B``: missing high bits are treated as unknown)
+        -> video ``N x 3 x (1 + f*(T'-1)) x H x W`` in [-1, 1] (not clamped); with ``first=False``
+        (streaming) ``f*T'`` frames."""
+        codes = bits_to_codes(bits, self.cfg.num_bits, dim=1)
+        dtype = next(self.decoder.parameters()).dtype
+        return self.decoder(codes.to(dtype), first)

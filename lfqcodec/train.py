@@ -1,0 +1,304 @@
+"""Training loop for the tokenizer (``lfqcodec train``).
+
+One script for the CPU and CUDA: bf16 autocast on CUDA, DistributedDataParallel when started by
+``torchrun`` (``WORLD_SIZE > 1``). Everything bulky (full training state, logs) goes to
+``--out`` (a folder outside the repository); the best EMA weights are also written there as a
+compact fp16 model file that can be copied into ``models/``.
+
+Losses: L1 + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy penalty (per-token entropy
+low, batch-average entropy high) and the commitment loss, both in fp32. The decoder is trained on
+random bit prefixes (nested LFQ) so each quality level is the same network with fewer bits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from .bitpack import compressed_size
+from .checkpoint import load_model, save_model
+from .config import TokenizerConfig
+from .data import ClipSampler, SamplerConfig, prepare_cache, to_model_range
+from .metrics import ms_ssim, psnr, ssim
+from .tokenizer import Tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000  # total optimizer steps of this run's schedule
+    batch: int = 8  # video clips per step
+    image_batch: int = 8  # still images per image step
+    image_every: int = 4  # every n-th step is a still-image step
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.05  # cosine decay ends at lr * this
+    warmup: int = 500
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    ssim_weight: float = 0.2
+    entropy_weight: float = 0.1
+    entropy_boost: float = 3.0  # entropy weight multiplier at step 0, annealed to 1 by `entropy_anneal`
+    entropy_anneal: int = 2000
+    commitment_weight: float = 0.1
+    quality_probs: dict[str, float] = field(default_factory=lambda: {"low": 0.25, "medium": 0.45, "high": 0.3})
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_minutes: float = 5.0
+    seed: int = 0
+    threads: int = 0  # torch CPU threads; 0 = all cores
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
+    l1 = (recon.float() - target.float()).abs().mean()
+    if ssim_weight == 0 or min(target.shape[-2:]) < 16:
+        return l1
+    frames = lambda v: v.float().transpose(1, 2).reshape(-1, 3, *v.shape[-2:]) + 1  # noqa: E731
+    return l1 + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
+
+
+def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: TrainConfig, step: int):
+    recon, q = model(video, keep_bits)
+    boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
+    rec = reconstruction_loss(recon, video, cfg.ssim_weight)
+    total = rec + cfg.entropy_weight * boost * q.entropy_loss + cfg.commitment_weight * q.commitment_loss
+    stats = {
+        "loss": total.item(),
+        "rec": rec.item(),
+        "mse": F.mse_loss(recon.float().clamp(-1, 1), video.float()).item(),
+        "token_entropy": q.token_entropy.item(),
+        "codebook_entropy": q.codebook_entropy.item(),
+        "commitment": q.commitment_loss.item(),
+    }
+    return total, stats, q.bits
+
+
+class Ema:
+    """Exponential moving average of a model's floating-point state."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.state = {k: v.detach().clone().float() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            self.state[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+
+
+def load_validation(paths: list[Path], frames: int, max_side: int = 640) -> list[tuple[str, torch.Tensor]]:
+    """First ``frames`` frames of each clip, centre-cropped to multiples of 8 and at most ``max_side``."""
+    from .videoio import read_video_frames
+
+    clips = []
+    for path in paths:
+        raw = []
+        for frame in read_video_frames(path):
+            raw.append(frame)
+            if len(raw) == frames:
+                break
+        arr = np.stack(raw)
+        h, w = (min(max_side, s) // 16 * 16 for s in arr.shape[1:3])
+        y0, x0 = (arr.shape[1] - h) // 2, (arr.shape[2] - w) // 2
+        clips.append((path.stem, torch.from_numpy(np.ascontiguousarray(arr[:, y0 : y0 + h, x0 : x0 + w]))))
+    return clips
+
+
+@torch.no_grad()
+def validate(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], device: torch.device) -> dict:
+    """PSNR / MS-SSIM / payload bits per pixel (packed + zstd) per quality, averaged over clips."""
+    tokenizer.eval()
+    rows: dict[str, list[dict]] = {quality: [] for quality in tokenizer.cfg.quality_bits}
+    usage = []
+    for name, frames in clips:
+        video = to_model_range(frames).transpose(0, 1)[None].to(device)
+        bits = tokenizer.encode(video)
+        usage.append(bits.float().mean(dim=(0, 2, 3, 4)).cpu())
+        ref = frames.permute(0, 3, 1, 2).float()
+        for quality, keep in tokenizer.cfg.quality_bits.items():
+            recon = tokenizer.decode(bits[:, :keep])
+            out = ((recon.clamp(-1, 1) + 1) * 127.5).round()[0].transpose(0, 1).cpu()
+            payload = compressed_size(bits[0, :keep].cpu().numpy())
+            rows[quality].append(
+                {"clip": name, "psnr": psnr(ref, out), "ms_ssim": ms_ssim(ref, out), "bpp": payload * 8 / frames[..., 0].numel()}
+            )
+    results: dict = {}
+    for quality, quality_rows in rows.items():
+        results[quality] = {key: float(np.mean([r[key] for r in quality_rows])) for key in ("psnr", "ms_ssim", "bpp")}
+        results[quality]["clips"] = quality_rows
+    mean_usage = torch.stack(usage).mean(0)
+    results["bit_usage"] = [round(float(u), 3) for u in mean_usage]
+    return results
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model_cfg: TokenizerConfig,
+    train_cfg: TrainConfig,
+    sampler_cfg: SamplerConfig,
+    data_dirs: list[Path],
+    val_clips: list[Path],
+    out_dir: Path,
+    init: str | None = None,
+    name: str = "lfq-base",
+    device: str = "auto",
+) -> None:
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        rank = dist.get_rank()
+    if device == "auto":
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    torch.set_num_threads(train_cfg.threads or os.cpu_count() or 1)
+    torch.manual_seed(train_cfg.seed + rank)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    is_main = rank == 0
+
+    cached = prepare_cache(data_dirs, out_dir / "cache", exclude={p.name for p in val_clips})
+    sampler = ClipSampler(cached, sampler_cfg, seed=train_cfg.seed + rank)
+    validation = load_validation(val_clips, frames=17)
+
+    state_path = out_dir / "state.pt"
+    step = 0
+    best = -math.inf
+    if state_path.exists():
+        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        model_cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
+    tokenizer = Tokenizer(model_cfg)
+    if not state_path.exists() and init:
+        tokenizer.load_state_dict(load_model(init).tokenizer.state_dict())
+        log.info("warm-started from %s", init)
+    tokenizer.to(dev)
+    model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer
+    decay, no_decay = [], []
+    for pname, p in tokenizer.named_parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=train_cfg.lr,
+        betas=(0.9, 0.99),
+    )
+    ema = Ema(tokenizer, train_cfg.ema_decay)
+    if state_path.exists():
+        tokenizer.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        ema.state = {k: v.float() for k, v in state["ema"].items()}
+        step, best = int(state["step"]), float(state["best"])
+        log.info("resumed from %s at step %d", state_path, step)
+
+    qualities = list(train_cfg.quality_probs)
+    probs = np.array([train_cfg.quality_probs[q] for q in qualities], dtype=float)
+    probs /= probs.sum()
+    rng = np.random.default_rng(train_cfg.seed + 1000 + rank)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    train_log = open(out_dir / "train.jsonl", "a") if is_main else None
+    val_log = open(out_dir / "val.jsonl", "a") if is_main else None
+    last_checkpoint = time.time()
+    window: list[dict] = []
+    usage_acc = torch.zeros(model_cfg.num_bits)
+
+    def save_state() -> None:
+        _atomic_torch_save(
+            {
+                "model": tokenizer.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "ema": ema.state,
+                "step": step,
+                "best": best,
+                "model_config": model_cfg.to_json(),
+                "train_config": json.dumps(asdict(train_cfg)),
+            },
+            state_path,
+        )
+
+    tokenizer.train()
+    while step < train_cfg.steps:
+        t0 = time.time()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, train_cfg)
+        image_step = train_cfg.image_every > 0 and step % train_cfg.image_every == train_cfg.image_every - 1
+        video = sampler.image_batch(train_cfg.image_batch) if image_step else sampler.video_batch(train_cfg.batch)
+        video = video.to(dev, non_blocking=True)
+        choice = rng.choice(len(qualities), size=video.shape[0], p=probs)
+        keep = torch.tensor([model_cfg.quality_bits[qualities[c]] for c in choice], device=dev)
+        with autocast:
+            loss, stats, bits = compute_losses(model, video, keep, train_cfg, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(tokenizer.parameters(), train_cfg.grad_clip)
+        if torch.isfinite(grad_norm):
+            optimizer.step()
+            ema.update(tokenizer, step)
+        step += 1
+        usage_acc += bits.float().mean(dim=(0, 2, 3, 4)).cpu()
+        stats.update(step_time=time.time() - t0, grad_norm=float(grad_norm), image_step=image_step)
+        window.append(stats)
+
+        if is_main and step % train_cfg.log_every == 0:
+            row = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
+            row["psnr"] = 10 * math.log10(4 / max(row["mse"], 1e-10))
+            usage = usage_acc / len(window)
+            row.update(step=step, lr=learning_rate(step, train_cfg), time=time.time())
+            row["bit_usage_min"] = float(usage.min())
+            row["bit_usage_max"] = float(usage.max())
+            train_log.write(json.dumps(row) + "\n")
+            train_log.flush()
+            log.info(
+                "step %d loss %.4f psnr %.2f ent %.2f/%.2f %.2fs/step",
+                step, row["loss"], row["psnr"], row["token_entropy"], row["codebook_entropy"], row["step_time"],
+            )
+            window.clear()
+            usage_acc.zero_()
+
+        if is_main and (step % train_cfg.val_every == 0 or step == train_cfg.steps):
+            ema_model = Tokenizer(model_cfg)
+            ema_model.load_state_dict(ema.state)
+            ema_model.to(dev)
+            result = validate(ema_model, validation, dev)
+            result.update(step=step, time=time.time())
+            val_log.write(json.dumps(result) + "\n")
+            val_log.flush()
+            log.info(
+                "val step %d: %s",
+                step,
+                ", ".join(f"{q} {result[q]['psnr']:.2f} dB {result[q]['bpp']:.4f} bpp" for q in model_cfg.quality_bits),
+            )
+            if result["medium"]["psnr"] > best:
+                best = result["medium"]["psnr"]
+                save_model(out_dir / f"{name}.safetensors", ema_model, name)
+            save_model(out_dir / f"{name}-last.safetensors", ema_model, name)
+            tokenizer.train()
+
+        if is_main and time.time() - last_checkpoint > train_cfg.checkpoint_minutes * 60:
+            save_state()
+            last_checkpoint = time.time()
+    if is_main:
+        save_state()
+    if distributed:
+        dist.destroy_process_group()

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Gather real training/validation material into a cache outside the repository.
+#   scripts/fetch_data.sh [CACHE_DIR]      (default: ~/.cache/lfqcodec/data)
+# Sources (see ../shared/data/SOURCES.md): the project's shared clips and photos, plus
+# Debian packages reachable from this machine: opencv-doc (vtest.avi, tree.avi) and
+# two wallpaper packages (high-resolution real photos for synthetic camera moves).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cache=${1:-$HOME/.cache/lfqcodec/data}
+shared=${LFQ_SHARED_DATA:-$here/../shared/data}
+mkdir -p "$cache/video" "$cache/images" "$cache/debs"
+
+if [ -d "$shared/video" ]; then cp -n "$shared"/video/* "$cache/video/" || true; fi
+if [ -d "$shared/images" ]; then cp -n "$shared"/images/* "$cache/images/" || true; fi
+
+fetch_deb() {  # fetch_deb PACKAGE: download and unpack a Debian package (no root needed)
+  local pkg=$1
+  if [ ! -d "$cache/debs/$pkg" ]; then
+    (cd "$cache/debs" && apt-get download "$pkg" >/dev/null && dpkg -x "$pkg"_*.deb "$pkg" && rm -f "$pkg"_*.deb) \
+      || { echo "fetch_data: could not fetch $pkg, skipping" >&2; return 0; }
+  fi
+}
+fetch_deb opencv-doc
+fetch_deb lomiri-wallpapers-16.04
+fetch_deb mate-backgrounds
+
+d=$cache/debs/opencv-doc/usr/share/doc/opencv-doc/examples/data
+for f in vtest.avi tree.avi; do [ -f "$d/$f" ] && cp -n "$d/$f" "$cache/video/"; done
+find "$cache/debs/lomiri-wallpapers-16.04" "$cache/debs/mate-backgrounds" -type f \
+  \( -iname '*.jpg' -o -iname '*.png' \) -exec cp -n {} "$cache/images/" \; 2>/dev/null || true
+echo "videos: $(ls "$cache/video" | wc -l), images: $(ls "$cache/images" | wc -l) in $cache"

@@ -1,0 +1,184 @@
+"""The command line end to end on small generated clips, with a tiny random model (mechanics only)."""
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import lfqcodec
+from conftest import moving_pattern, write_clip
+from lfqcodec.cli import main
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def read_frames(path: Path) -> tuple[list[np.ndarray], Fraction]:
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return [f.to_ndarray(format="rgb24") for f in container.decode(stream)], Fraction(stream.average_rate or 0)
+
+
+def leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.iterdir() if ".partial-" in p.name]
+
+
+def test_encode_decode_restores_size_count_and_rate(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    result = run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "-q")
+    assert result.exit_code == 0, result.output
+    info = lfqcodec.read_info(lfq)
+    assert (info["width"], info["height"], info["frame_count"], info["fps"]) == (37, 21, 11, "24000/1001")
+    assert [c["frames"] for c in info["chunks"]] == [5, 5, 1]
+    for ext in (".mkv", ".y4m", ".mp4"):
+        out = tmp_path / f"back{ext}"
+        result = run("decode", lfq, out, "--model", tiny_model, "-q")
+        assert result.exit_code == 0, result.output
+        frames, fps = read_frames(out)
+        assert len(frames) == 11 and frames[0].shape == (21, 37, 3) and fps == Fraction(24000, 1001)
+    assert leftovers(tmp_path) == []
+
+
+def test_chunked_file_matches_encoding_each_chunk_alone(tmp_path, odd_clip, tiny_model):
+    run("encode", odd_clip, tmp_path / "a.lfq", "--model", tiny_model, "--gop", "5", "--window", "1", "-q")
+    run("encode", odd_clip, tmp_path / "b.lfq", "--model", tiny_model, "--gop", "5", "--window", "3", "-q")
+    a, b = lfqcodec.read_tokens(tmp_path / "a.lfq"), lfqcodec.read_tokens(tmp_path / "b.lfq")
+    assert np.array_equal(a.indices, b.indices)  # the window (memory) never changes the bitstream
+    assert list(a.chunk_starts) == [0, 2, 4]
+
+
+def test_decode_range_and_png(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "-q")
+    full, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "all.mkv"))
+    part, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "part.mkv", "--start", "4", "--frames", "3"))
+    assert len(part) == 3 and all(np.array_equal(x, y) for x, y in zip(part, full[4:7]))
+    png, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "f7.png", "--start", "7", "--frames", "1"))
+    assert np.array_equal(png[0], full[7])
+    result = run("decode", lfq, tmp_path / "many.png", "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "one frame" in result.output
+
+
+def _decoded(tmp_path, lfq, model, name, *extra):
+    out = tmp_path / name
+    result = run("decode", lfq, out, "--model", model, "-q", *extra)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_still_image_input(tmp_path, tiny_model):
+    frame = moving_pattern(1, 30, 40)[0]
+    image = tmp_path / "still.png"
+    with av.open(str(image), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = 40, 30, "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert run("encode", image, tmp_path / "s.lfq", "--model", tiny_model, "-q").exit_code == 0
+    assert lfqcodec.read_info(tmp_path / "s.lfq")["frame_count"] == 1
+    assert run("decode", tmp_path / "s.lfq", tmp_path / "s.png", "--model", tiny_model, "-q").exit_code == 0
+    assert read_frames(tmp_path / "s.png")[0][0].shape == (30, 40, 3)
+
+
+def test_qualities_give_increasing_sizes(tmp_path, odd_clip, tiny_model):
+    sizes = []
+    for quality in ("low", "medium", "high"):
+        out = tmp_path / f"{quality}.lfq"
+        assert run("encode", odd_clip, out, "--model", tiny_model, "--quality", quality, "-q").exit_code == 0
+        sizes.append(out.stat().st_size)
+        assert lfqcodec.read_info(out)["quality"] == quality
+    assert sizes[0] < sizes[1] < sizes[2]
+
+
+def test_info_and_tokens(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "--quality", "high", "-q")
+    result = run("info", lfq)
+    assert result.exit_code == 0 and "37x21, 11 frames" in result.output and "bits/pixel" in result.output
+    data = json.loads(run("info", lfq, "--json").output)
+    assert data["bits_per_token"] == 12 and data["latent_grid"] == [3, 5] and data["model"]["name"] == "tiny-test"
+    assert run("tokens", lfq, tmp_path / "t.npz", "--sub-bits", "6").exit_code == 0
+    npz = np.load(tmp_path / "t.npz")
+    assert npz["indices"].shape == (4, 3, 5) and npz["sub_indices"].shape == (4, 3, 5, 2)
+    assert np.array_equal(npz["sub_indices"][..., 0] + (npz["sub_indices"][..., 1] << 6), npz["indices"])
+    api_tokens = lfqcodec.read_tokens(lfq, sub_bits=6)
+    assert np.array_equal(api_tokens.indices, npz["indices"])
+
+
+@pytest.mark.parametrize(
+    "make_input,message",
+    [
+        (lambda d: d / "missing.mp4", "no such file"),
+        (lambda d: d, "is a directory"),
+        (lambda d: _write(d / "text.mp4", b"this is a text file, not a video\n" * 20), "cannot open"),
+        (lambda d: _write(d / "empty.mp4", b""), "cannot open"),
+    ],
+)
+def test_bad_inputs_fail_with_one_line(tmp_path, tiny_model, make_input, message):
+    src = make_input(tmp_path)
+    out = tmp_path / "out.lfq"
+    result = run("encode", src, out, "--model", tiny_model, "-q")
+    assert result.exit_code == 1
+    assert message in result.output and result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert not out.exists() and leftovers(tmp_path) == []
+
+
+def _write(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_corrupt_and_truncated_lfq_are_rejected(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "-q")
+    data = lfq.read_bytes()
+    damaged = tmp_path / "damaged.lfq"
+    damaged.write_bytes(data[:-300] + bytes([data[-300] ^ 1]) + data[-299:])
+    truncated = tmp_path / "truncated.lfq"
+    truncated.write_bytes(data[: len(data) // 2])
+    for bad, message in ((damaged, "checksum"), (truncated, "truncated")):
+        out = tmp_path / "out.mkv"
+        result = run("decode", bad, out, "--model", tiny_model, "-q")
+        assert result.exit_code == 1 and message in result.output and result.output.count("\n") == 1
+        assert not out.exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_overwrite_rules_and_wrong_model(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    assert run("encode", odd_clip, lfq, "--model", tiny_model, "-q").exit_code == 0
+    before = lfq.read_bytes()
+    result = run("encode", odd_clip, lfq, "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "exists" in result.output and lfq.read_bytes() == before
+    assert run("encode", odd_clip, lfq, "--model", tiny_model, "-q", "-y").exit_code == 0
+    result = run("encode", lfq, lfq, "--model", tiny_model, "-q", "-y")
+    assert result.exit_code == 1 and "same file" in result.output
+    from conftest import tiny_tokenizer
+    from lfqcodec.checkpoint import save_model
+
+    other = tmp_path / "other.safetensors"
+    save_model(other, tiny_tokenizer(seed=1), "other")
+    result = run("decode", lfq, tmp_path / "x.mkv", "--model", other, "-q")
+    assert result.exit_code == 1 and "was made with model 'tiny-test'" in result.output
+    result = run("decode", lfq, tmp_path / "x.avi", "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "unsupported output format" in result.output
+
+
+def test_interrupted_encode_leaves_nothing(tmp_path, odd_clip, tiny_model, monkeypatch):
+    from lfqcodec import api
+
+    def explode(self, bits, frame_count):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api.LfqWriter, "write_chunk", explode)
+    out = tmp_path / "out.lfq"
+    result = CliRunner().invoke(main, ["encode", str(odd_clip), str(out), "--model", str(tiny_model), "-q"])
+    assert result.exit_code == 130 and "interrupted" in result.output
+    assert not out.exists() and leftovers(tmp_path) == []

@@ -1,0 +1,113 @@
+"""Rate and distortion of an lfqcodec model on real clips, through the real encoder and container.
+
+    python benchmarks/eval_model.py [CLIP ...] [--frames 65] [--model lfq-base] [--out benchmarks/results/eval.json]
+
+Default clips are the two shared clips held out from training (bikes, carphone). For each clip and
+quality the clip's first ``--frames`` frames are encoded to ``.lfq`` (file size, container included,
+gives bits per pixel), decoded to lossless FFV1, and compared with the source frames: PSNR over RGB,
+MS-SSIM (mean over frames). A side-by-side PNG (source | decoded) of the middle frame is saved next
+to the JSON, so the pictures can be looked at, not only the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+import lfqcodec
+from lfqcodec.checkpoint import load_model
+from lfqcodec.metrics import ms_ssim, psnr
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_CLIPS = [HERE.parent.parent / "shared/data/video/bikes.mp4", HERE.parent.parent / "shared/data/video/carphone_pristine.mp4"]
+
+
+def read_frames(path: Path, count: int) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f, _ in zip(container.decode(video=0), range(count))])
+
+
+def save_side_by_side(path: Path, left: np.ndarray, right: np.ndarray) -> None:
+    image = np.concatenate([left, np.full((left.shape[0], 4, 3), 255, np.uint8), right], axis=1)
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for clip in clips:
+            source = read_frames(clip, frames)
+            ref = torch.from_numpy(source).float().permute(0, 3, 1, 2)
+            for quality in ("low", "medium", "high"):
+                lfq, back = Path(tmp) / "x.lfq", Path(tmp) / "x.mkv"
+                enc = lfqcodec.encode_file(clip, lfq, model=model, quality=quality, gop=gop, device="cpu",
+                                           max_frames=frames, overwrite=True)  # fmt: skip
+                dec = lfqcodec.decode_file(lfq, back, device="cpu", overwrite=True)
+                decoded = read_frames(back, frames)
+                out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
+                mid = len(source) // 2
+                save_side_by_side(out_dir / f"{clip.stem}-{quality}.png", source[mid], decoded[mid])
+                rows.append({
+                    "clip": clip.name, "quality": quality, "frames": len(source),
+                    "width": source.shape[2], "height": source.shape[1], "file_bytes": enc.file_bytes,
+                    "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
+                    "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
+                    "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
+                })  # fmt: skip
+                r = rows[-1]
+                print(f"{clip.name:24s} {quality:6s} {r['bpp']:.4f} bpp {r['psnr_rgb']:6.2f} dB "
+                      f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps",
+                      file=sys.stderr)  # fmt: skip
+    return rows
+
+
+def summary(rows: list[dict]) -> dict:
+    out = {}
+    for quality in ("low", "medium", "high"):
+        sel = [r for r in rows if r["quality"] == quality]
+        out[quality] = {k: float(np.mean([r[k] for r in sel])) for k in ("bpp", "psnr_rgb", "ms_ssim")}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("clips", nargs="*", type=Path, default=DEFAULT_CLIPS)
+    parser.add_argument("--frames", type=int, default=65)
+    parser.add_argument("--gop", type=int, default=33)
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "eval-lfq-base.json")
+    args = parser.parse_args()
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(os.cpu_count() or 1)
+    rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent)
+    record = {
+        "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads",
+        "model": {"name": args.model or "lfq-base", "sha256": load_model(args.model).sha256},
+        "rows": rows,
+        "mean": summary(rows),
+    }
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    print(json.dumps(record["mean"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -8,7 +8,9 @@ from .api import (  # noqa: E402
     EncodeReport,
     Tokens,
     decode_file,
+    decode_frames,
     encode_file,
+    encode_frames,
     export_tokens,
     read_info,
     read_tokens,
@@ -18,5 +20,5 @@ from .errors import FormatError, LfqError, ModelError  # noqa: E402
 
 __all__ = [
     "Codec", "DecodeReport", "EncodeReport", "FormatError", "LfqError", "ModelError", "TokenizerConfig",
-    "Tokens", "decode_file", "encode_file", "export_tokens", "read_info", "read_tokens", "__version__",
+    "Tokens", "decode_file", "decode_frames", "encode_file", "encode_frames", "export_tokens", "read_info", "read_tokens", "__version__",
 ]  # fmt: skip

@@ -12,6 +12,7 @@ chunk after chunk, so memory depends on the frame size, not on the clip's length
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -163,42 +164,74 @@ def encode_file(
     """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``."""
     started = time.time()
     dst = check_destination(dst, overwrite, (src,))
-    if not 1 <= zstd_level <= 22:
-        raise LfqError(f"zstd level {zstd_level} outside 1..22")
     with VideoSource(src) as source:
-        info = source.info
-        loaded = load_model(model)
-        cfg = loaded.config
-        if quality not in cfg.quality_bits:
-            raise LfqError(f"unknown quality {quality!r} (this model has {', '.join(cfg.quality_bits)})")
-        if gop < 1 or (gop - 1) % cfg.temporal_factor:
-            raise LfqError(f"--gop must be 1 + {cfg.temporal_factor}k frames (e.g. 17, 33, 65), got {gop}")
-        codec = Codec(loaded, select_device(device), window)
-        keep = cfg.quality_bits[quality]
-        s = cfg.spatial_factor
-        grid = (-(-info.height // s), -(-info.width // s))
-        header = StreamHeader(
-            model_id=loaded.model_id, width=info.width, height=info.height, frame_count=0, fps=info.fps,
-            time_base=info.time_base, bits=keep, model_bits=cfg.num_bits, temporal_factor=cfg.temporal_factor,
-            spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
-            metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}", **info.metadata},
-        )  # fmt: skip
         frames = source.frames()
         if max_frames is not None:
             frames = (frame for _, frame in zip(range(max_frames), frames))
-        frames = _check_size(frames, info.width, info.height)
-        with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(info.frame_count_hint, "encode", progress) as bar:
-            writer = LfqWriter(out, header, zstd_level)
-            while True:
-                bits, used = codec.encode_chunk(frames, gop, grid)
-                if not used:
-                    break
-                writer.write_chunk(bits[:keep], used)
-                if bar is not None:
-                    bar.update(used)
-            if not writer.frames:
-                raise LfqError(f"{src}: no frames could be read")
-            header = writer.close()
+        report = encode_frames(
+            frames, dst, width=source.info.width, height=source.info.height, fps=source.info.fps,
+            time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
+            device=device, gop=gop, zstd_level=zstd_level, window=window, overwrite=True,
+            progress_total=source.info.frame_count_hint if progress else None,
+        )  # fmt: skip
+    return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started)
+
+
+def encode_frames(
+    frames: Iterable[np.ndarray],
+    dst: str | os.PathLike,
+    *,
+    width: int,
+    height: int,
+    fps: Fraction,
+    time_base: Fraction | None = None,
+    metadata: dict[str, str] | None = None,
+    model: str | os.PathLike | LoadedModel | None = None,
+    quality: str = "medium",
+    device: str = "auto",
+    gop: int = DEFAULT_GOP,
+    zstd_level: int = DEFAULT_ZSTD_LEVEL,
+    window: int = DEFAULT_WINDOW,
+    overwrite: bool = False,
+    progress_total: int | None = None,
+) -> EncodeReport:
+    """Compress RGB frames (``height x width x 3`` uint8 each) into the ``.lfq`` file ``dst``.
+
+    ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr."""
+    started = time.time()
+    dst = check_destination(dst, overwrite)
+    if not 1 <= zstd_level <= 22:
+        raise LfqError(f"zstd level {zstd_level} outside 1..22")
+    loaded = model if isinstance(model, LoadedModel) else load_model(model)
+    cfg = loaded.config
+    if quality not in cfg.quality_bits:
+        raise LfqError(f"unknown quality {quality!r} (this model has {', '.join(cfg.quality_bits)})")
+    if gop < 1 or (gop - 1) % cfg.temporal_factor:
+        raise LfqError(f"--gop must be 1 + {cfg.temporal_factor}k frames (e.g. 17, 33, 65), got {gop}")
+    codec = Codec(loaded, select_device(device), window)
+    keep = cfg.quality_bits[quality]
+    s = cfg.spatial_factor
+    grid = (-(-height // s), -(-width // s))
+    header = StreamHeader(
+        model_id=loaded.model_id, width=width, height=height, frame_count=0, fps=Fraction(fps),
+        time_base=Fraction(time_base or 1 / Fraction(fps)), bits=keep, model_bits=cfg.num_bits,
+        temporal_factor=cfg.temporal_factor, spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
+        metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}", **(metadata or {})},
+    )  # fmt: skip
+    frames = _check_size(frames, width, height)
+    show = progress_total is not None
+    with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
+        writer = LfqWriter(out, header, zstd_level)
+        while True:
+            bits, used = codec.encode_chunk(frames, gop, grid)
+            if not used:
+                break
+            writer.write_chunk(bits[:keep], used)
+            if bar is not None:
+                bar.update(used)
+        if not writer.frames:
+            raise LfqError("no frames could be read from the input")
+        header = writer.close()
     return EncodeReport(dst, header, dst.stat().st_size, time.time() - started)
 
 
@@ -248,6 +281,40 @@ class DecodeReport:
     seconds: float
 
 
+def decode_frames(
+    src: str | os.PathLike,
+    *,
+    device: str = "auto",
+    start: int = 0,
+    frames: int | None = None,
+    model: str | os.PathLike | LoadedModel | None = None,
+    window: int = DEFAULT_WINDOW,
+) -> Iterator[np.ndarray]:
+    """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
+
+    Only the chunks that hold the range are read and decoded. Checks (model identity, frame range)
+    run when iteration starts."""
+    reader, handle = _open_reader(src)
+    with handle:
+        h = reader.header
+        end = h.frame_count if frames is None else min(h.frame_count, start + frames)
+        if not 0 <= start < h.frame_count or end <= start:
+            raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
+        loaded = model if isinstance(model, LoadedModel) else load_model(find_model_for(h, model))
+        if loaded.model_id != h.model_id:
+            raise ModelError(
+                f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
+                f"not {loaded.name!r} ({loaded.model_id.hex()})"
+            )
+        codec = Codec(loaded, select_device(device), window)
+        for chunk in reader.chunks_for_frames(start, end - start):
+            position = chunk.first_frame
+            for block in codec.decode_chunk(reader.read_chunk(chunk.index), chunk.frame_count, h.height, h.width):
+                lo, hi = max(start - position, 0), min(end - position, len(block))
+                yield from block[lo:hi]
+                position += len(block)
+
+
 def decode_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -268,36 +335,24 @@ def decode_file(
     reader, handle = _open_reader(src)
     with handle:
         h = reader.header
-        end = h.frame_count if frames is None else min(h.frame_count, start + frames)
-        if not 0 <= start < h.frame_count or end <= start:
-            raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
-        if suffix == ".png" and end - start != 1:
-            raise LfqError(f"a .png output holds one frame but {end - start} were asked for (use --frames 1 or a video extension)")
-        loaded = load_model(find_model_for(h, model))
-        if loaded.model_id != h.model_id:
-            raise ModelError(
-                f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
-                f"not {loaded.name!r} ({loaded.model_id.hex()})"
-            )
-        codec = Codec(loaded, select_device(device), window)
-        written = 0
-        with atomic_output(dst) as tmp, _progress(end - start, "decode", progress) as bar:
-            writer = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
-            try:
-                for chunk in reader.chunks_for_frames(start, end - start):
-                    position = chunk.first_frame
-                    for block in codec.decode_chunk(reader.read_chunk(chunk.index), chunk.frame_count, h.height, h.width):
-                        lo, hi = max(start - position, 0), min(end - position, len(block))
-                        for frame in block[lo:hi]:
-                            writer.write(frame)
-                        written += max(0, hi - lo)
-                        position += len(block)
-                        if bar is not None:
-                            bar.update(max(0, hi - lo))
-                writer.close()
-            except BaseException:
-                writer.abort()
-                raise
+    count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
+    if suffix == ".png" and count != 1:
+        raise LfqError(f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)")
+    decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window)
+    first = next(decoded)  # runs the checks before an output file is created
+    written = 0
+    with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
+        writer = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
+        try:
+            for frame in itertools.chain([first], decoded):
+                writer.write(frame)
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
     return DecodeReport(dst, written, time.time() - started)
 
 

@@ -159,6 +159,45 @@ def tokens(src, dst, sub_bits, overwrite):
 
 
 @main.command()
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--frames", type=click.IntRange(1), default=33, show_default=True, help="Frames of each clip to code.")
+@click.option("--codecs", default="x265", show_default=True, help="Reference codecs: any of x265,x264,svtav1.")
+@click.option("--model", default=None, help="lfqcodec model [default: lfq-base].")
+@click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True, help="Chunk / keyframe interval for all codecs.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write all numbers here.")
+@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write the RD plot (PNG) here.")
+@quiet_option
+@handle_errors
+def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
+    """Rate-distortion and speed of lfqcodec against HEVC (x265) and others, on the same frames."""
+    try:
+        from . import bench as bench_module
+        import bjontegaard  # noqa: F401
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise LfqError(f"lfqcodec bench needs the bench extra ({exc.name} is missing): pip install 'lfqcodec[bench]'") from None
+    for video in videos:
+        if not Path(video).is_file():
+            raise LfqError(f"no such file: {video}")
+    codec_list = [c.strip() for c in codecs.split(",") if c.strip()]
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="bench", unit="run", leave=False, dynamic_ncols=True)
+        say = lambda message: (bar.set_postfix_str(message), bar.update(1))  # noqa: E731
+    else:
+        bar, say = None, None
+    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say)
+    if bar is not None:
+        bar.close()
+    click.echo(bench_module.format_table(record))
+    if json_path:
+        json_path.write_text(json.dumps(record, indent=2) + "\n")
+    if plot_path:
+        bench_module.plot(record, plot_path)
+
+
+@main.command()
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
 @click.option("--val", "val_clips", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),

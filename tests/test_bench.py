@@ -1,0 +1,66 @@
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import moving_pattern, write_clip
+from lfqcodec.bench import RdPoint, bd_rate, quality_metrics
+from lfqcodec.cli import main
+from lfqcodec.metrics import ms_ssim, psnr
+
+
+def test_identical_frames_give_infinite_psnr_and_unit_ms_ssim():
+    frames = torch.rand(2, 3, 64, 64) * 255
+    assert psnr(frames, frames) == math.inf
+    assert ms_ssim(frames, frames) == pytest.approx(1.0)
+
+
+def test_known_noise_gives_expected_psnr():
+    frames = torch.full((1, 3, 32, 32), 100.0)
+    noisy = frames + torch.where(torch.rand_like(frames) < 0.5, -5.0, 5.0)  # |error| = 5 everywhere
+    assert psnr(frames, noisy) == pytest.approx(10 * math.log10(255**2 / 25), abs=1e-9)
+    assert 0 < ms_ssim(frames + torch.randn_like(frames) * 20, frames) < 1
+
+
+def test_quality_metrics_on_uint8_frames():
+    frames = moving_pattern(3, 48, 64)
+    metrics = quality_metrics(frames, frames)
+    assert metrics["psnr_rgb"] == math.inf and metrics["ms_ssim_y"] == pytest.approx(1.0)
+
+
+def _curve(codec, rates, dists):
+    return [RdPoint("c", codec, str(i), "cpu", 1, 1, 1, 1, r, 0, d, d, d, 1, 1, None, None)
+            for i, (r, d) in enumerate(zip(rates, dists))]  # fmt: skip
+
+
+def test_bd_rate_worked_example():
+    """A test curve that reaches every quality with 20% fewer bits has a BD-rate of exactly -20%."""
+    rates = np.array([0.05, 0.1, 0.2, 0.4])
+    dists = np.array([28.0, 31.0, 34.0, 37.0])
+    result = bd_rate(_curve("x265", rates, dists), _curve("lfqcodec", rates * 0.8, dists), "psnr_rgb")
+    assert result["bd_rate_percent"] == pytest.approx(-20.0, abs=1e-6)
+    result = bd_rate(_curve("x265", rates, dists), _curve("lfqcodec", rates * 1.5, dists[[0, 1, 2, 3]]), "psnr_rgb")
+    assert result["bd_rate_percent"] == pytest.approx(50.0, abs=1e-6)
+
+
+def test_bd_rate_reports_no_overlap():
+    result = bd_rate(_curve("x265", [0.1, 0.2], [30, 35]), _curve("lfqcodec", [0.05, 0.1], [20, 22]), "psnr_rgb")
+    assert result["bd_rate_percent"] is None and "no overlap" in result["note"]
+
+
+def test_bench_end_to_end(tmp_path, tiny_model):
+    clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 64, 64))  # x265 crashes on some tiny sizes
+    result = CliRunner().invoke(main, ["bench", str(clip), "--frames", "5", "--gop", "5", "--model", str(tiny_model),
+                                       "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "rd.png"), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r.json").read_text())
+    codecs = {p["codec"] for p in record["points"]}
+    assert codecs == {"lfqcodec", "x265"}
+    x265 = [p for p in record["points"] if p["codec"] == "x265"]
+    assert len(x265) >= 5 and all(p["frames"] == 5 and p["bpp"] > 0 for p in x265)
+    assert "clip.mkv" in record["bd_rate_vs_x265"]
+    assert (tmp_path / "rd.png").stat().st_size > 1000
+    assert "BD-rate of lfqcodec vs x265" in result.output

@@ -181,7 +181,6 @@ def train(
     is_main = rank == 0
 
     cached = prepare_cache(data_dirs, out_dir / "cache", exclude={p.name for p in val_clips})
-    sampler = ClipSampler(cached, sampler_cfg, seed=train_cfg.seed + rank)
     validation = load_validation(val_clips, frames=17)
 
     state_path = out_dir / "state.pt"
@@ -212,10 +211,12 @@ def train(
         step, best = int(state["step"]), float(state["best"])
         log.info("resumed from %s at step %d", state_path, step)
 
+    # a resumed run must not replay the samples it has already seen
+    sampler = ClipSampler(cached, sampler_cfg, seed=train_cfg.seed + rank + 7919 * step)
     qualities = list(train_cfg.quality_probs)
     probs = np.array([train_cfg.quality_probs[q] for q in qualities], dtype=float)
     probs /= probs.sum()
-    rng = np.random.default_rng(train_cfg.seed + 1000 + rank)
+    rng = np.random.default_rng(train_cfg.seed + 1000 + rank + 7919 * step)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
     train_log = open(out_dir / "train.jsonl", "a") if is_main else None
     val_log = open(out_dir / "val.jsonl", "a") if is_main else None

@@ -1,0 +1,65 @@
+import json
+
+import av
+import torch
+
+from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
+from lfqcodec.checkpoint import load_model
+from lfqcodec.data import SamplerConfig
+from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train
+
+
+def test_training_steps_reduce_the_loss():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().train()
+    video = torch.from_numpy(moving_pattern(5, 32, 32)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    video = video.repeat(2, 1, 1, 1, 1)
+    keep = torch.tensor([6, 12])
+    cfg = TrainConfig()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for step in range(30):
+        loss, stats, bits = compute_losses(model, video, keep, cfg, step)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(stats["rec"])
+        assert torch.isfinite(loss)
+    assert sum(losses[-5:]) / 5 < 0.7 * sum(losses[:5]) / 5
+
+
+def test_learning_rate_schedule():
+    cfg = TrainConfig(steps=1000, warmup=100, lr=1e-3, min_lr_ratio=0.1)
+    assert learning_rate(0, cfg) < learning_rate(50, cfg) < learning_rate(99, cfg) <= 1e-3
+    assert abs(learning_rate(1000, cfg) - 1e-4) < 1e-12
+
+
+def _write_image(path, frame):
+    with av.open(str(path), "w", format="image2") as container:
+        stream = container.add_stream("png")
+        stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
+        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def test_train_run_checkpoints_validates_and_resumes(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip(data / "train.mkv", moving_pattern(12, 64, 80, seed=1))
+    _write_image(data / "photo.png", moving_pattern(1, 96, 96, seed=2)[0])
+    val = write_clip(tmp_path / "val.mkv", moving_pattern(9, 32, 48, seed=3))
+    out = tmp_path / "run"
+    cfg = TrainConfig(steps=4, batch=2, image_batch=2, val_every=2, log_every=2, warmup=2)
+    sampler = SamplerConfig(frames=5, size=32, image_size=32, max_scale=2)
+    train(TINY_CONFIG, cfg, sampler, [data], [val], out, name="tiny-run", device="cpu")
+    rows = [json.loads(line) for line in (out / "val.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [2, 4]
+    assert set(rows[-1]) >= {"low", "medium", "high", "bit_usage"} and rows[-1]["medium"]["bpp"] > 0
+    assert len(rows[-1]["bit_usage"]) == TINY_CONFIG.num_bits
+    assert load_model(out / "tiny-run.safetensors").config == TINY_CONFIG
+    state = torch.load(out / "state.pt", weights_only=True)
+    assert state["step"] == 4
+    train(TINY_CONFIG, TrainConfig(**{**cfg.__dict__, "steps": 6}), sampler, [data], [val], out, name="tiny-run", device="cpu")
+    assert torch.load(out / "state.pt", weights_only=True)["step"] == 6

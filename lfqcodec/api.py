@@ -256,7 +256,7 @@ def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None)
     raise ModelError(f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model")
 
 
-def _open_reader(path: str | os.PathLike) -> tuple[LfqReader, object]:
+def _open_reader(path: str | os.PathLike, salvage: bool = False) -> tuple[LfqReader, object]:
     path = Path(path)
     if path.is_dir():
         raise LfqError(f"{path} is a directory, not an .lfq file")
@@ -265,7 +265,7 @@ def _open_reader(path: str | os.PathLike) -> tuple[LfqReader, object]:
     except OSError as exc:
         raise LfqError(f"cannot open {path}: {exc.strerror or exc}") from None
     try:
-        return LfqReader(handle), handle
+        return LfqReader(handle, salvage=salvage), handle
     except FormatError as exc:
         handle.close()
         raise FormatError(f"{path}: {exc}") from None
@@ -279,6 +279,7 @@ class DecodeReport:
     path: Path
     frames: int
     seconds: float
+    lost: list[tuple[int, int]] = field(default_factory=list)  # (first, last) frame ranges replaced (salvage)
 
 
 def decode_frames(
@@ -289,12 +290,16 @@ def decode_frames(
     frames: int | None = None,
     model: str | os.PathLike | LoadedModel | None = None,
     window: int = DEFAULT_WINDOW,
+    salvage: bool = False,
+    lost: list[tuple[int, int]] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
 
     Only the chunks that hold the range are read and decoded. Checks (model identity, frame range)
-    run when iteration starts."""
-    reader, handle = _open_reader(src)
+    run when iteration starts. With ``salvage``, a damaged or missing chunk does not stop decoding:
+    its frames are replaced by the last good frame (mid-grey if there is none), so timing is kept,
+    and its frame range ``(first, last)`` is appended to ``lost``."""
+    reader, handle = _open_reader(src, salvage)
     with handle:
         h = reader.header
         end = h.frame_count if frames is None else min(h.frame_count, start + frames)
@@ -307,11 +312,28 @@ def decode_frames(
                 f"not {loaded.name!r} ({loaded.model_id.hex()})"
             )
         codec = Codec(loaded, select_device(device), window)
-        for chunk in reader.chunks_for_frames(start, end - start):
-            position = chunk.first_frame
-            for block in codec.decode_chunk(reader.read_chunk(chunk.index), chunk.frame_count, h.height, h.width):
+        position_of = {entry.index: position for position, entry in enumerate(reader.chunks)}
+        previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
+        for number in range(start // h.gop, (end - 1) // h.gop + 1):
+            first, count = number * h.gop, min(h.gop, h.frame_count - number * h.gop)
+            blocks: Iterable[np.ndarray]
+            try:
+                if number not in position_of:
+                    raise FormatError(f"chunk {number} not found")
+                bits = reader.read_chunk(position_of[number])
+                blocks = codec.decode_chunk(bits, count, h.height, h.width)
+            except FormatError as exc:
+                if not salvage:
+                    raise FormatError(f"{src}: {exc}") from None
+                if lost is not None:
+                    lost.append((max(first, start), min(first + count, end) - 1))
+                blocks = [np.broadcast_to(previous, (count, *previous.shape))]
+            position = first
+            for block in blocks:
                 lo, hi = max(start - position, 0), min(end - position, len(block))
                 yield from block[lo:hi]
+                if len(block):
+                    previous = block[-1]
                 position += len(block)
 
 
@@ -326,19 +348,22 @@ def decode_file(
     window: int = DEFAULT_WINDOW,
     overwrite: bool = False,
     progress: bool = False,
+    salvage: bool = False,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
     ``frames`` select a frame range (only the chunks holding it are decoded)."""
     started = time.time()
     suffix = check_output_format(dst)
     dst = check_destination(dst, overwrite, (src,))
-    reader, handle = _open_reader(src)
+    reader, handle = _open_reader(src, salvage)
     with handle:
         h = reader.header
     count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
     if suffix == ".png" and count != 1:
         raise LfqError(f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)")
-    decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window)
+    lost: list[tuple[int, int]] = []
+    decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
+                            salvage=salvage, lost=lost)  # fmt: skip
     first = next(decoded)  # runs the checks before an output file is created
     written = 0
     with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
@@ -353,7 +378,7 @@ def decode_file(
         except BaseException:
             writer.abort()
             raise
-    return DecodeReport(dst, written, time.time() - started)
+    return DecodeReport(dst, written, time.time() - started, lost)
 
 
 def read_info(path: str | os.PathLike) -> dict:

@@ -97,17 +97,22 @@ def encode(src, dst, model, quality, gop, zstd_level, max_frames, device, window
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First frame to decode.")
 @click.option("--frames", type=click.IntRange(1), default=None, help="Number of frames to decode [default: all].")
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
+@click.option("--salvage", is_flag=True,
+              help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
 @device_option
 @window_option
 @overwrite_option
 @quiet_option
 @handle_errors
-def decode(src, dst, start, frames, model, device, window, overwrite, quiet):
+def decode(src, dst, start, frames, model, salvage, device, window, overwrite, quiet):
     """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, salvage=salvage,
     )  # fmt: skip
+    if report.lost:
+        ranges = ", ".join(f"{a}-{b}" for a, b in report.lost)
+        click.echo(f"lfqcodec: warning: could not recover frames {ranges} (damaged chunks; replaced)", err=True)
     if not quiet:
         click.echo(f"{dst}: {report.frames} frames ({report.seconds:.1f} s)", err=True)
 

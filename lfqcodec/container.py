@@ -214,7 +214,10 @@ class LfqWriter:
 class LfqReader:
     """Random access to a ``.lfq`` file's header and chunks; every structure is checked on read."""
 
-    def __init__(self, fileobj: BinaryIO, limits: Limits = LIMITS):
+    def __init__(self, fileobj: BinaryIO, limits: Limits = LIMITS, salvage: bool = False):
+        """``salvage``: when the chunk index is damaged or missing (a truncated file), find the chunks
+        by scanning for their checksummed headers instead of failing; ``chunks`` then lists only
+        the chunks found, and ``index_damage`` says why the index was not used."""
         self.file = fileobj
         self.limits = limits
         fileobj.seek(0, io.SEEK_END)
@@ -222,8 +225,39 @@ class LfqReader:
         fileobj.seek(0)
         head = fileobj.read(min(self.file_size, _HEADER.size + 4 + limits.max_metadata + _CRC.size))
         self.header, self.header_size = _decode_header(head, limits)
-        self.chunks = self._read_index()
+        self.index_damage: str | None = None
+        try:
+            self.chunks = self._read_index()
+        except FormatError as exc:
+            if not salvage:
+                raise
+            self.index_damage = str(exc)
+            self.chunks = self._scan_chunks()
         self._decompressor = zstandard.ZstdDecompressor()
+
+    def _scan_chunks(self) -> list[ChunkEntry]:
+        """Chunks found by their magic and header checksum, in file order, at most one per number."""
+        h = self.header
+        self.file.seek(0)
+        data = self.file.read()  # salvage is a rare, explicit path; memory bounded by the file
+        found: dict[int, ChunkEntry] = {}
+        position = self.header_size
+        while True:
+            position = data.find(CHUNK_MAGIC, position)
+            if position < 0 or position + _CHUNK.size + _CRC.size > len(data):
+                break
+            head = data[position : position + _CHUNK.size]
+            index, first, frames, _, payload_size, _, _ = _CHUNK.unpack(head)[1:]
+            (crc,) = _CRC.unpack_from(data, position + _CHUNK.size)
+            size = _CHUNK.size + _CRC.size + payload_size
+            valid = (zlib.crc32(head) == crc and index < h.chunk_count and first == index * h.gop
+                     and frames == min(h.gop, h.frame_count - first) and position + size <= len(data))  # fmt: skip
+            if not valid:
+                position += 1
+                continue
+            found.setdefault(index, ChunkEntry(index, position, size, first, frames))
+            position += size
+        return [found[i] for i in sorted(found)]
 
     def _read_index(self) -> list[ChunkEntry]:
         h = self.header
@@ -254,8 +288,10 @@ class LfqReader:
         return entries
 
     def read_chunk(self, i: int) -> np.ndarray:
-        """Bits of chunk ``i`` as bool ``b x T' x gh x gw``, after checking both checksums."""
+        """Bits of the chunk at position ``i`` of ``chunks`` as bool ``b x T' x gh x gw``, after
+        checking both checksums."""
         h, entry = self.header, self.chunks[i]
+        i = entry.index
         self.file.seek(entry.offset)
         data = self.file.read(entry.size)
         _check(len(data) == entry.size, f"chunk {i}: truncated")

@@ -182,3 +182,65 @@ def test_interrupted_encode_leaves_nothing(tmp_path, odd_clip, tiny_model, monke
     result = CliRunner().invoke(main, ["encode", str(odd_clip), str(out), "--model", str(tiny_model), "-q"])
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_salvage_decodes_intact_chunks(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "-q")
+    good, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "good.mkv"))
+    chunk1 = lfqcodec.read_info(lfq)["chunks"][1]
+    data = bytearray(lfq.read_bytes())
+    data[chunk1["offset"] + chunk1["bytes"] - 3] ^= 0xFF  # damage chunk 1's payload
+    damaged = tmp_path / "damaged.lfq"
+    damaged.write_bytes(bytes(data))
+    assert run("decode", damaged, tmp_path / "x.mkv", "--model", tiny_model, "-q").exit_code == 1
+    result = run("decode", damaged, tmp_path / "s.mkv", "--model", tiny_model, "-q", "--salvage")
+    assert result.exit_code == 0 and "could not recover frames 5-9" in result.output
+    salvaged, _ = read_frames(tmp_path / "s.mkv")
+    assert len(salvaged) == 11
+    assert all(np.array_equal(a, b) for a, b in zip(salvaged[:5] + salvaged[10:], good[:5] + good[10:]))
+    truncated = tmp_path / "truncated.lfq"
+    truncated.write_bytes(lfq.read_bytes()[: chunk1["offset"] + chunk1["bytes"] + 10])  # index and chunk 2 gone
+    result = run("decode", truncated, tmp_path / "t.mkv", "--model", tiny_model, "-q", "--salvage")
+    assert result.exit_code == 0 and "could not recover frames 10-10" in result.output
+    assert all(np.array_equal(a, b) for a, b in zip(read_frames(tmp_path / "t.mkv")[0][:10], good[:10]))
+
+
+def test_audio_only_file_is_rejected(tmp_path, tiny_model):
+    audio = tmp_path / "tone.wav"
+    with av.open(str(audio), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        samples = (np.sin(np.arange(8000) / 5) * 3000).astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in stream.encode(frame):
+            container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    result = run("encode", audio, tmp_path / "a.lfq", "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "no video stream" in result.output
+
+
+@pytest.mark.parametrize("frames,height,width,codec,pix_fmt", [
+    (1, 2, 2, "ffv1", "bgr0"), (6, 9, 17, "ffv1", "bgr0"),
+    (3, 32, 32, "libx264", "yuv444p"), (3, 32, 32, "ffv1", "yuv420p10le"),
+])  # fmt: skip
+def test_odd_but_valid_inputs(tmp_path, tiny_model, frames, height, width, codec, pix_fmt):
+    src = tmp_path / "src.mkv"
+    with av.open(str(src), "w") as container:
+        stream = container.add_stream(codec, rate=25)
+        stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
+        for i, rgb in enumerate(moving_pattern(frames, height, width)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)
+            frame.pts = i
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    assert run("encode", src, tmp_path / "o.lfq", "--model", tiny_model, "-q").exit_code == 0
+    info = lfqcodec.read_info(tmp_path / "o.lfq")
+    assert (info["width"], info["height"], info["frame_count"]) == (width, height, frames)
+    assert info["metadata"]["source_pix_fmt"] == pix_fmt
+    assert run("decode", tmp_path / "o.lfq", tmp_path / "o.mkv", "--model", tiny_model, "-q").exit_code == 0
+    decoded, _ = read_frames(tmp_path / "o.mkv")
+    assert len(decoded) == frames and decoded[0].shape == (height, width, 3)

@@ -18,6 +18,7 @@ import os
 import platform
 import sys
 import tempfile
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -27,6 +28,7 @@ import torch
 import lfqcodec
 from lfqcodec.checkpoint import load_model
 from lfqcodec.metrics import ms_ssim, psnr
+from lfqcodec.videoio import VideoWriter
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CLIPS = [HERE.parent.parent / "shared/data/video/bikes.mp4", HERE.parent.parent / "shared/data/video/carphone_pristine.mp4"]
@@ -39,13 +41,9 @@ def read_frames(path: Path, count: int) -> np.ndarray:
 
 def save_side_by_side(path: Path, left: np.ndarray, right: np.ndarray) -> None:
     image = np.concatenate([left, np.full((left.shape[0], 4, 3), 255, np.uint8), right], axis=1)
-    with av.open(str(path), "w", format="image2") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    writer = VideoWriter(path, image.shape[1], image.shape[0], Fraction(1))
+    writer.write(image)
+    writer.close()
 
 
 def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path) -> list[dict]:

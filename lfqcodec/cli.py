@@ -193,6 +193,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
     else:
         bar, say = None, None
     record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say)
+    record["command"] = "lfqcodec " + " ".join(sys.argv[1:])
     if bar is not None:
         bar.close()
     click.echo(bench_module.format_table(record))

@@ -12,6 +12,7 @@ from click.testing import CliRunner
 import lfqcodec
 from conftest import moving_pattern, write_clip
 from lfqcodec.cli import main
+from lfqcodec.videoio import VideoWriter
 
 
 def run(*args: str):
@@ -74,13 +75,9 @@ def _decoded(tmp_path, lfq, model, name, *extra):
 def test_still_image_input(tmp_path, tiny_model):
     frame = moving_pattern(1, 30, 40)[0]
     image = tmp_path / "still.png"
-    with av.open(str(image), "w", format="image2") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = 40, 30, "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    writer = VideoWriter(image, 40, 30, Fraction(1))
+    writer.write(frame)
+    writer.close()
     assert run("encode", image, tmp_path / "s.lfq", "--model", tiny_model, "-q").exit_code == 0
     assert lfqcodec.read_info(tmp_path / "s.lfq")["frame_count"] == 1
     assert run("decode", tmp_path / "s.lfq", tmp_path / "s.png", "--model", tiny_model, "-q").exit_code == 0

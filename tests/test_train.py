@@ -1,11 +1,13 @@
 import json
 
-import av
+from fractions import Fraction
+
 import torch
 
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 from lfqcodec.checkpoint import load_model
 from lfqcodec.data import SamplerConfig
+from lfqcodec.videoio import VideoWriter
 from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train
 
 
@@ -35,13 +37,9 @@ def test_learning_rate_schedule():
 
 
 def _write_image(path, frame):
-    with av.open(str(path), "w", format="image2") as container:
-        stream = container.add_stream("png")
-        stream.width, stream.height, stream.pix_fmt = frame.shape[1], frame.shape[0], "rgb24"
-        for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-            container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    writer = VideoWriter(path, frame.shape[1], frame.shape[0], Fraction(1))
+    writer.write(frame)
+    writer.close()
 
 
 def test_train_run_checkpoints_validates_and_resumes(tmp_path):

@@ -56,7 +56,7 @@ def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_di
                 lfq, back = Path(tmp) / "x.lfq", Path(tmp) / "x.mkv"
                 enc = lfqcodec.encode_file(clip, lfq, model=model, quality=quality, gop=gop, device="cpu",
                                            max_frames=frames, overwrite=True)  # fmt: skip
-                dec = lfqcodec.decode_file(lfq, back, device="cpu", overwrite=True)
+                dec = lfqcodec.decode_file(lfq, back, device="cpu", model=model, overwrite=True)
                 decoded = read_frames(back, frames)
                 out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
                 mid = len(source) // 2

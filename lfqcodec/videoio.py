@@ -90,14 +90,26 @@ class VideoSource:
         if self.info.width <= 0 or self.info.height <= 0:
             self.close()
             raise LfqError(f"{self.path}: video stream has no frame size")
+        # Peek at the first frame: its display rotation (phone videos) goes into the header.
+        # Frames are coded as stored; players apply the recorded rotation, lfqcodec does not.
+        self._decoder = self.container.decode(self.stream)
+        self._first = self._next_frame()
+        rotation = int(getattr(self._first, "rotation", 0) or 0) if self._first is not None else 0
+        self.info.metadata["source_rotation"] = str(rotation)
+
+    def _next_frame(self) -> av.VideoFrame | None:
+        try:
+            return next(self._decoder, None)
+        except (av.error.FFmpegError, OSError) as exc:
+            self.close()
+            raise LfqError(f"cannot decode {self.path}: {_ffmpeg_reason(exc)}") from None
 
     def frames(self) -> Iterator[np.ndarray]:
         """RGB frames; raises :class:`LfqError` if the stream cannot be decoded."""
-        try:
-            for frame in self.container.decode(self.stream):
-                yield frame.to_ndarray(format="rgb24")
-        except (av.error.FFmpegError, OSError) as exc:
-            raise LfqError(f"cannot decode {self.path}: {_ffmpeg_reason(exc)}") from None
+        frame = self._first
+        while frame is not None:
+            yield frame.to_ndarray(format="rgb24")
+            frame = self._next_frame()
 
     def close(self) -> None:
         self.container.close()

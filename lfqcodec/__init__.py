@@ -2,7 +2,7 @@
 
 __version__ = "0.1.0"
 
-from .api import (  # noqa: E402
+from .api import (
     Codec,
     DecodeReport,
     EncodeReport,
@@ -15,8 +15,8 @@ from .api import (  # noqa: E402
     read_info,
     read_tokens,
 )
-from .config import TokenizerConfig  # noqa: E402
-from .errors import FormatError, LfqError, ModelError  # noqa: E402
+from .config import TokenizerConfig
+from .errors import FormatError, LfqError, ModelError
 
 __all__ = [
     "Codec", "DecodeReport", "EncodeReport", "FormatError", "LfqError", "ModelError", "TokenizerConfig",

@@ -15,7 +15,7 @@ import contextlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -27,7 +27,7 @@ from safetensors import safe_open
 
 from . import __version__
 from .atomic import atomic_output, check_destination
-from .checkpoint import MODELS_DIR, LoadedModel, load_model, resolve_model_path
+from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, LfqWriter, StreamHeader
 from .errors import FormatError, LfqError, ModelError
 from .layers import streaming

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
 import os
 import platform
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -97,7 +96,7 @@ class PeakMemory:
                 self._peak = max(self._peak, rss)
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         self._start = self._rss()
         self._peak = self._start or 0
         self._stop = threading.Event()
@@ -304,7 +303,7 @@ def run_bench(
 def format_table(record: dict) -> str:
     lines = [f"{'clip':22s} {'codec':9s} {'setting':8s} {'dev':4s} {'bpp':>7s} {'kbit/s':>8s} {'PSNR':>6s} "
              f"{'PSNR-Y':>6s} {'MS-SSIM':>7s} {'enc fps':>8s} {'dec fps':>8s} {'enc MiB':>7s} {'dec MiB':>7s}"]  # fmt: skip
-    fmt_mem = lambda v: f"{v:7.0f}" if v is not None else "      -"  # noqa: E731
+    fmt_mem = lambda v: f"{v:7.0f}" if v is not None else "      -"
     for p in record["points"]:
         lines.append(
             f"{p['clip'][:22]:22s} {p['codec']:9s} {p['setting']:8s} {p['device']:4s} {p['bpp']:7.4f} {p['kbit_s']:8.1f} "

@@ -36,7 +36,7 @@ def handle_errors(func):
             _fail("interrupted", 130)
         except MemoryError:
             _fail("out of memory (try a smaller --window or --gop)")
-        except Exception as exc:  # noqa: BLE001 - last line of defence: one line, not a traceback
+        except Exception as exc:
             if os.environ.get("LFQCODEC_DEBUG"):
                 raise
             _fail(f"internal error: {type(exc).__name__}: {exc} (set LFQCODEC_DEBUG=1 for details)")
@@ -176,9 +176,10 @@ def tokens(src, dst, sub_bits, overwrite):
 def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
     """Rate-distortion and speed of lfqcodec against HEVC (x265) and others, on the same frames."""
     try:
+        import bjontegaard
+        import matplotlib
+
         from . import bench as bench_module
-        import bjontegaard  # noqa: F401
-        import matplotlib  # noqa: F401
     except ImportError as exc:
         raise LfqError(f"lfqcodec bench needs the bench extra ({exc.name} is missing): pip install 'lfqcodec[bench]'") from None
     for video in videos:
@@ -189,7 +190,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
         from tqdm import tqdm
 
         bar = tqdm(desc="bench", unit="run", leave=False, dynamic_ncols=True)
-        say = lambda message: (bar.set_postfix_str(message), bar.update(1))  # noqa: E731
+        say = lambda message: (bar.set_postfix_str(message), bar.update(1))
     else:
         bar, say = None, None
     record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say)

@@ -51,7 +51,7 @@ class TokenizerConfig:
         return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "TokenizerConfig":
+    def from_dict(cls, data: dict[str, Any]) -> TokenizerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
         if unknown:

@@ -71,7 +71,7 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: 
     l1 = (recon.float() - target.float()).abs().mean()
     if ssim_weight == 0 or min(target.shape[-2:]) < 16:
         return l1
-    frames = lambda v: v.float().transpose(1, 2).reshape(-1, 3, *v.shape[-2:]) + 1  # noqa: E731
+    frames = lambda v: v.float().transpose(1, 2).reshape(-1, 3, *v.shape[-2:]) + 1
     return l1 + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
 
 

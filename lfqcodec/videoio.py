@@ -114,7 +114,7 @@ class VideoSource:
     def close(self) -> None:
         self.container.close()
 
-    def __enter__(self) -> "VideoSource":
+    def __enter__(self) -> VideoSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -169,5 +169,5 @@ class VideoWriter:
     def abort(self) -> None:
         try:
             self.container.close()
-        except Exception:  # noqa: BLE001 - closing a half-written file; the file is deleted next
+        except Exception:
             pass

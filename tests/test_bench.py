@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import moving_pattern, write_clip
+
 from lfqcodec.bench import RdPoint, bd_rate, quality_metrics
 from lfqcodec.cli import main
 from lfqcodec.metrics import ms_ssim, psnr

@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import TINY_CONFIG, tiny_tokenizer
+
 from lfqcodec.checkpoint import load_model, save_model
 from lfqcodec.errors import ModelError
 

@@ -8,9 +8,9 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import moving_pattern
 
 import lfqcodec
-from conftest import moving_pattern, write_clip
 from lfqcodec.cli import main
 from lfqcodec.videoio import VideoWriter
 
@@ -158,6 +158,7 @@ def test_overwrite_rules_and_wrong_model(tmp_path, odd_clip, tiny_model):
     result = run("encode", lfq, lfq, "--model", tiny_model, "-q", "-y")
     assert result.exit_code == 1 and "same file" in result.output
     from conftest import tiny_tokenizer
+
     from lfqcodec.checkpoint import save_model
 
     other = tmp_path / "other.safetensors"

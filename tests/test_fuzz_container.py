@@ -8,10 +8,10 @@ import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from test_container import _file
 
 from lfqcodec.container import MAGIC, LfqReader
 from lfqcodec.errors import FormatError
-from test_container import _file
 
 VALID = _file()
 MAX_BYTES = 32 << 20  # far above what a file of this size needs, far below a hostile header's claims
@@ -79,9 +79,9 @@ def test_reader_rejects_zstd_bomb():
     """A well-formed file whose chunk payload is a zstd bomb (declares 64 MiB) is refused unread."""
     import pytest
     import zstandard
+    from test_container import FRAMES, HEADER, _chunks
 
     from lfqcodec.container import LfqWriter
-    from test_container import FRAMES, HEADER, _chunks
 
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
     buffer = io.BytesIO()

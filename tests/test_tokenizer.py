@@ -1,7 +1,7 @@
 import pytest
 import torch
-
 from conftest import TINY_CONFIG, tiny_tokenizer
+
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.layers import depth_to_space, depth_to_time, space_to_depth, streaming, time_to_depth
 from lfqcodec.tokenizer import Tokenizer

@@ -1,14 +1,13 @@
 import json
-
 from fractions import Fraction
 
 import torch
-
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
+
 from lfqcodec.checkpoint import load_model
 from lfqcodec.data import SamplerConfig
-from lfqcodec.videoio import VideoWriter
 from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train
+from lfqcodec.videoio import VideoWriter
 
 
 def test_training_steps_reduce_the_loss():

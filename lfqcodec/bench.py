@@ -314,7 +314,11 @@ def format_table(record: dict) -> str:
         parts = []
         for metric, result in metrics.items():
             value = result["bd_rate_percent"]
-            parts.append(f"{metric} {value:+.1f}%" if value is not None else f"{metric} n/a ({result['note']})")
+            if value is None:
+                parts.append(f"{metric} n/a ({result['note']})")
+            else:
+                low, high = result["overlap"]
+                parts.append(f"{metric} {value:+.1f}% (over {low:.3g}..{high:.3g} only)")
         lines.append(f"BD-rate of lfqcodec vs x265 on {clip}: " + "; ".join(parts))
     return "\n".join(lines)
 

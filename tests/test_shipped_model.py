@@ -12,7 +12,7 @@ from lfqcodec.checkpoint import load_model
 from lfqcodec.metrics import psnr
 
 SAMPLE = Path(__file__).parent / "data" / "carphone_33f.mp4"  # real footage, held out from training
-PSNR_FLOOR = 18.0  # dB at --quality medium; a randomly initialised model of this architecture gives ~9.6
+PSNR_FLOOR = 20.0  # dB at --quality medium (the shipped model gives 22.2); a random model of this architecture gives ~9.6
 
 
 def _frames(path: Path, count: int) -> np.ndarray:

@@ -8,7 +8,7 @@ import av
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import moving_pattern
+from conftest import moving_pattern, write_clip
 
 import lfqcodec
 from lfqcodec.cli import main
@@ -242,3 +242,49 @@ def test_odd_but_valid_inputs(tmp_path, tiny_model, frames, height, width, codec
     assert run("decode", tmp_path / "o.lfq", tmp_path / "o.mkv", "--model", tiny_model, "-q").exit_code == 0
     decoded, _ = read_frames(tmp_path / "o.mkv")
     assert len(decoded) == frames and decoded[0].shape == (height, width, 3)
+
+
+def test_video_with_audio_codes_the_video(tmp_path, tiny_model):
+    src = tmp_path / "av.mkv"
+    with av.open(str(src), "w") as container:
+        video = container.add_stream("ffv1", rate=25)
+        video.width, video.height, video.pix_fmt = 32, 24, "bgr0"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        for i, rgb in enumerate(moving_pattern(5, 24, 32)):
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = i
+            for packet in video.encode(frame):
+                container.mux(packet)
+        samples = av.AudioFrame.from_ndarray(np.zeros((1, 1600), dtype=np.int16), format="s16", layout="mono")
+        samples.sample_rate = 8000
+        for packet in [*audio.encode(samples), *audio.encode(), *video.encode()]:
+            container.mux(packet)
+    assert run("encode", src, tmp_path / "o.lfq", "--model", tiny_model, "-q").exit_code == 0
+    assert lfqcodec.read_info(tmp_path / "o.lfq")["frame_count"] == 5
+
+
+def test_unreadable_input(tmp_path, tiny_model, monkeypatch):
+    src = write_clip(tmp_path / "locked.mkv", moving_pattern(3, 16, 16))
+    real_open = av.open
+
+    def denied(path, *args, **kwargs):  # chmod 000 does not stop root, so refuse the open itself
+        if str(path) == str(src):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(av, "open", denied)
+    result = run("encode", src, tmp_path / "o.lfq", "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "Permission denied" in result.output and result.output.count("\n") == 1
+
+
+def test_full_disk_leaves_no_output(tmp_path, odd_clip, tiny_model, monkeypatch):
+    from lfqcodec import container
+
+    def no_space(self, bits, frame_count):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(container.LfqWriter, "write_chunk", no_space)
+    out = tmp_path / "out.lfq"
+    result = run("encode", odd_clip, out, "--model", tiny_model, "-q")
+    assert result.exit_code == 1 and "No space left on device" in result.output
+    assert not out.exists() and leftovers(tmp_path) == []

@@ -32,6 +32,8 @@ from .container import LfqReader, LfqWriter, StreamHeader
 from .errors import FormatError, LfqError, ModelError
 from .layers import streaming
 from .quantizer import bits_to_indices, factorize_indices
+from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
+from .scenecut import ChunkSplitter
 from .videoio import VideoSource, VideoWriter, check_output_format
 
 DEFAULT_GOP = 33  # frames per independently decodable chunk (1 + 4k)
@@ -157,6 +159,7 @@ def encode_file(
     gop: int = DEFAULT_GOP,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     window: int = DEFAULT_WINDOW,
+    scenecut: float = DEFAULT_SCENECUT,
     overwrite: bool = False,
     progress: bool = False,
     max_frames: int | None = None,
@@ -171,7 +174,7 @@ def encode_file(
         report = encode_frames(
             frames, dst, width=source.info.width, height=source.info.height, fps=source.info.fps,
             time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
-            device=device, gop=gop, zstd_level=zstd_level, window=window, overwrite=True,
+            device=device, gop=gop, zstd_level=zstd_level, window=window, scenecut=scenecut, overwrite=True,
             progress_total=source.info.frame_count_hint if progress else None,
         )  # fmt: skip
     return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started)
@@ -192,11 +195,14 @@ def encode_frames(
     gop: int = DEFAULT_GOP,
     zstd_level: int = DEFAULT_ZSTD_LEVEL,
     window: int = DEFAULT_WINDOW,
+    scenecut: float = DEFAULT_SCENECUT,
     overwrite: bool = False,
     progress_total: int | None = None,
 ) -> EncodeReport:
     """Compress RGB frames (``height x width x 3`` uint8 each) into the ``.lfq`` file ``dst``.
 
+    A new chunk starts at each detected scene cut (``scenecut``: the mean absolute luma change, on
+    0..255, that can mark one; 0 turns detection off, so chunks are exactly ``gop`` frames).
     ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr."""
     started = time.time()
     dst = check_destination(dst, overwrite)
@@ -218,12 +224,14 @@ def encode_frames(
         temporal_factor=cfg.temporal_factor, spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
         metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}", **(metadata or {})},
     )  # fmt: skip
-    frames = _check_size(frames, width, height)
+    if scenecut < 0:
+        raise LfqError(f"--scenecut must be >= 0, got {scenecut}")
+    splitter = ChunkSplitter(_check_size(frames, width, height), scenecut)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level)
         while True:
-            bits, used = codec.encode_chunk(frames, gop, grid)
+            bits, used = codec.encode_chunk(splitter.chunk(), gop, grid)
             if not used:
                 break
             writer.write_chunk(bits[:keep], used)
@@ -238,7 +246,9 @@ def encode_frames(
 def _check_size(frames: Iterable[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
     for frame in frames:
         if frame.shape[:2] != (height, width):
-            raise LfqError(f"frame size changes mid-stream ({frame.shape[1]}x{frame.shape[0]}, expected {width}x{height})")
+            raise LfqError(
+                f"frame size changes mid-stream ({frame.shape[1]}x{frame.shape[0]}, expected {width}x{height})"
+            )
         yield frame
 
 
@@ -253,7 +263,9 @@ def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None)
                 sha = (handle.metadata() or {}).get("lfqcodec.sha256", "")
                 if bytes.fromhex(sha)[:16] == header.model_id:
                     return path
-    raise ModelError(f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model")
+    raise ModelError(
+        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model"
+    )
 
 
 def _open_reader(path: str | os.PathLike, salvage: bool = False) -> tuple[LfqReader, object]:
@@ -312,15 +324,15 @@ def decode_frames(
                 f"not {loaded.name!r} ({loaded.model_id.hex()})"
             )
         codec = Codec(loaded, select_device(device), window)
-        position_of = {entry.index: position for position, entry in enumerate(reader.chunks)}
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
-        for number in range(start // h.gop, (end - 1) // h.gop + 1):
-            first, count = number * h.gop, min(h.gop, h.frame_count - number * h.gop)
+        for position, first, count in _chunk_spans(reader):
+            if first + count <= start or first >= end:
+                continue
             blocks: Iterable[np.ndarray]
             try:
-                if number not in position_of:
-                    raise FormatError(f"chunk {number} not found")
-                bits = reader.read_chunk(position_of[number])
+                if position is None:
+                    raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
+                bits = reader.read_chunk(position)
                 blocks = codec.decode_chunk(bits, count, h.height, h.width)
             except FormatError as exc:
                 if not salvage:
@@ -328,13 +340,33 @@ def decode_frames(
                 if lost is not None:
                     lost.append((max(first, start), min(first + count, end) - 1))
                 blocks = [np.broadcast_to(previous, (count, *previous.shape))]
-            position = first
+            at = first
             for block in blocks:
-                lo, hi = max(start - position, 0), min(end - position, len(block))
+                lo, hi = max(start - at, 0), min(end - at, len(block))
                 yield from block[lo:hi]
                 if len(block):
                     previous = block[-1]
-                position += len(block)
+                at += len(block)
+
+
+def _chunk_spans(reader: LfqReader) -> Iterator[tuple[int | None, int, int]]:
+    """``(position in reader.chunks or None when missing, first frame, frame count)`` covering the
+    whole file in order. Only a salvage reader has gaps: each becomes one missing span (split at
+    chunk boundaries when the chunk length is fixed)."""
+    h, covered = reader.header, 0
+
+    def gap(until: int) -> Iterator[tuple[None, int, int]]:
+        at = covered
+        while at < until:
+            stop = until if h.cut_chunks else min(until, (at // h.gop + 1) * h.gop)
+            yield None, at, stop - at
+            at = stop
+
+    for position, entry in enumerate(reader.chunks):
+        yield from gap(entry.first_frame)
+        yield position, entry.first_frame, entry.frame_count
+        covered = entry.first_frame + entry.frame_count
+    yield from gap(h.frame_count)
 
 
 def decode_file(
@@ -360,7 +392,9 @@ def decode_file(
         h = reader.header
     count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
     if suffix == ".png" and count != 1:
-        raise LfqError(f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)")
+        raise LfqError(
+            f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)"
+        )
     lost: list[tuple[int, int]] = []
     decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
                             salvage=salvage, lost=lost)  # fmt: skip
@@ -390,7 +424,7 @@ def read_info(path: str | os.PathLike) -> dict:
         duration = float(h.frame_count / h.fps) if h.frame_count else 0.0
         return {
             "file": str(path),
-            "format_version": "1.0",
+            "format_version": reader.version,
             "file_bytes": size,
             "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex()},
             "quality": h.metadata.get("quality"),
@@ -409,7 +443,13 @@ def read_info(path: str | os.PathLike) -> dict:
             "kbit_per_second": size * 8 / 1000 / duration if duration else 0.0,
             "metadata": h.metadata,
             "chunks": [
-                {"index": c.index, "offset": c.offset, "bytes": c.size, "first_frame": c.first_frame, "frames": c.frame_count}
+                {
+                    "index": c.index,
+                    "offset": c.offset,
+                    "bytes": c.size,
+                    "first_frame": c.first_frame,
+                    "frames": c.frame_count,
+                }
                 for c in reader.chunks
             ],
         }
@@ -449,7 +489,9 @@ def read_tokens(path: str | os.PathLike, sub_bits: int | None = None) -> Tokens:
         return Tokens(indices.numpy(), h.bits, np.array(starts, dtype=np.int64), sub, sub_bits, meta)
 
 
-def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False) -> Tokens:
+def export_tokens(
+    src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False
+) -> Tokens:
     """Write :func:`read_tokens`'s arrays to an ``.npz`` file."""
     dst = check_destination(dst, overwrite, (src,))
     tokens = read_tokens(src, sub_bits)

@@ -8,8 +8,9 @@ decoded back to RGB and compared with them, so all metrics are computed the same
 * PSNR over RGB and over BT.601 luma, and MS-SSIM on luma (:mod:`lfqcodec.metrics`),
 * encode and decode frames per second and the peak increase of resident memory while each ran.
 
-Reference codecs (through PyAV, all ``yuv420p``, one keyframe every ``gop`` frames with scene-cut
-detection off, so their random-access interval equals lfqcodec's chunk length):
+Reference codecs (through PyAV, all ``yuv420p``, a keyframe at least every ``gop`` frames and each
+encoder's own scene-cut detection on, as lfqcodec starts a chunk at least every ``gop`` frames and
+at each scene cut it detects):
 
 ==========  ============================  ======================================
 x265        libx265, preset ``medium``    CRF 16 .. 51 (wide enough to reach lfqcodec's rates)
@@ -45,11 +46,11 @@ from .metrics import ms_ssim, psnr, rgb_to_luma
 
 REFERENCE_CODECS: dict[str, dict] = {
     "x265": {"codec": "libx265", "crfs": [16, 22, 27, 32, 37, 42, 47, 51], "options": {"preset": "medium"},
-             "params_key": "x265-params", "params": "keyint={gop}:min-keyint={gop}:scenecut=0:log-level=error"},
+             "params_key": "x265-params", "params": "keyint={gop}:min-keyint=1:log-level=error"},
     "x264": {"codec": "libx264", "crfs": [16, 22, 27, 32, 37, 42, 47, 51], "options": {"preset": "medium"},
-             "params_key": "x264-params", "params": "keyint={gop}:min-keyint={gop}:scenecut=0"},
+             "params_key": "x264-params", "params": "keyint={gop}:min-keyint=1"},
     "svtav1": {"codec": "libsvtav1", "crfs": [20, 30, 40, 48, 55, 63], "options": {"preset": "8"},
-               "params_key": "svtav1-params", "params": "keyint={gop}"},
+               "params_key": "svtav1-params", "params": "keyint={gop}:scd=1"},
 }  # fmt: skip
 
 

@@ -68,7 +68,9 @@ window_option = click.option(
 @click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
 @click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
 @click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True,
-              help="Frames per independently decodable chunk (1 + 4k).")  # fmt: skip
+              help="Most frames per independently decodable chunk (1 + 4k).")  # fmt: skip
+@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
+              help="Start a new chunk at a scene cut: mean absolute luma change (0-255) that can mark one; 0 = off.")  # fmt: skip
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
 @device_option
@@ -76,10 +78,10 @@ window_option = click.option(
 @overwrite_option
 @quiet_option
 @handle_errors
-def encode(src, dst, model, quality, gop, zstd_level, max_frames, device, window, overwrite, quiet):
+def encode(src, dst, model, quality, gop, scenecut, zstd_level, max_frames, device, window, overwrite, quiet):
     """Compress the video SRC (anything FFmpeg reads) into DST (.lfq)."""
     report = api.encode_file(
-        src, dst, model=model, quality=quality, device=device, gop=gop, zstd_level=zstd_level,
+        src, dst, model=model, quality=quality, device=device, gop=gop, scenecut=scenecut, zstd_level=zstd_level,
         window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
     )  # fmt: skip
     if not quiet:

@@ -21,7 +21,9 @@ from .errors import FormatError
 
 MAGIC = b"\x89LFQ\r\n\x1a\n"
 VERSION_MAJOR = 1
-VERSION_MINOR = 0
+VERSION_MINOR = 1
+FLAG_CUT_CHUNKS = 0x1  # chunks may end early (at scene cuts): the index gives each chunk's frames
+KNOWN_FLAGS = FLAG_CUT_CHUNKS
 CHUNK_MAGIC = b"LFQC"
 INDEX_MAGIC = b"LFQI"
 TRAILER_MAGIC = b"LFQ!"
@@ -66,7 +68,8 @@ class StreamHeader:
     model_bits: int  # bits per token the model produces
     temporal_factor: int
     spatial_factor: int
-    gop: int  # frames per chunk (1 + temporal_factor * k); the last chunk may be shorter
+    gop: int  # most frames per chunk (1 + temporal_factor * k); the last chunk may be shorter,
+    # and with FLAG_CUT_CHUNKS any chunk may be (a new chunk starts at each scene cut)
     grid_height: int  # tokens per column of a latent frame
     grid_width: int
     chunk_count: int = 0
@@ -79,6 +82,11 @@ class StreamHeader:
 
     def chunk_bits(self, frames: int) -> int:
         return self.bits * self.latent_frames(frames) * self.grid_height * self.grid_width
+
+    @property
+    def cut_chunks(self) -> bool:
+        """Chunks may be shorter than ``gop`` anywhere (their frame ranges come from the index)."""
+        return bool(self.flags & FLAG_CUT_CHUNKS)
 
 
 @dataclass(frozen=True)
@@ -123,12 +131,16 @@ def validate_header(h: StreamHeader, limits: Limits = LIMITS) -> None:
            f"chunk length {h.gop} must be 1 + {h.temporal_factor}k and at most {limits.max_gop}")  # fmt: skip
     _check(h.grid_height == -(-h.height // h.spatial_factor) and h.grid_width == -(-h.width // h.spatial_factor),
            "latent grid does not match frame size")  # fmt: skip
-    _check(h.chunk_count == -(-h.frame_count // h.gop), "chunk count does not match frame count and chunk length")
+    _check(h.flags & ~KNOWN_FLAGS == 0, f"unknown header flags {h.flags:#x} (a newer format version?)")
+    if h.cut_chunks:
+        _check(-(-h.frame_count // h.gop) <= h.chunk_count <= min(h.frame_count, limits.max_chunks),
+               "chunk count does not fit the frame count and chunk length")  # fmt: skip
+    else:
+        _check(h.chunk_count == -(-h.frame_count // h.gop), "chunk count does not match frame count and chunk length")
     _check(h.chunk_bits(h.gop) <= limits.max_chunk_bits, "chunk too large for the limits")
-    _check(h.flags == 0, f"unknown header flags {h.flags:#x}")
 
 
-def _decode_header(data: bytes, limits: Limits) -> tuple[StreamHeader, int]:
+def _decode_header(data: bytes, limits: Limits) -> tuple[StreamHeader, int, str]:
     _check(len(data) >= len(MAGIC) and data[: len(MAGIC)] == MAGIC, "not an .lfq file (bad magic bytes)")
     _check(len(data) >= _HEADER.size + 4, "file truncated inside the header")
     (
@@ -154,7 +166,7 @@ def _decode_header(data: bytes, limits: Limits) -> tuple[StreamHeader, int]:
         tf, sf, gop, gh, gw, chunks, flags, metadata,
     )  # fmt: skip
     validate_header(header, limits)
-    return header, size
+    return header, size, f"{major}.{minor}"
 
 
 def _chunk_header(entry: ChunkEntry, latent: int, payload: bytes, raw_size: int) -> bytes:
@@ -181,8 +193,8 @@ class LfqWriter:
         expected = (h.bits, h.latent_frames(frame_count), h.grid_height, h.grid_width)
         if tuple(bits.shape) != expected or not 1 <= frame_count <= h.gop:
             raise ValueError(f"chunk bits {tuple(bits.shape)} for {frame_count} frames, expected {expected}")
-        if self.entries and self.entries[-1].frame_count != h.gop:
-            raise ValueError("only the last chunk may be shorter than the chunk length")
+        if self.entries and self.entries[-1].frame_count != h.gop:  # the last chunk ended at a cut
+            self.header = replace(self.header, flags=self.header.flags | FLAG_CUT_CHUNKS)
         packed = pack_bits(bits)
         payload = self.compressor.compress(packed)
         entry = ChunkEntry(len(self.entries), self.file.tell() - self._start, 0, self.frames, frame_count)
@@ -224,7 +236,7 @@ class LfqReader:
         self.file_size = fileobj.tell()
         fileobj.seek(0)
         head = fileobj.read(min(self.file_size, _HEADER.size + 4 + limits.max_metadata + _CRC.size))
-        self.header, self.header_size = _decode_header(head, limits)
+        self.header, self.header_size, self.version = _decode_header(head, limits)
         self.index_damage: str | None = None
         try:
             self.chunks = self._read_index()
@@ -250,14 +262,23 @@ class LfqReader:
             index, first, frames, _, payload_size, _, _ = _CHUNK.unpack(head)[1:]
             (crc,) = _CRC.unpack_from(data, position + _CHUNK.size)
             size = _CHUNK.size + _CRC.size + payload_size
-            valid = (zlib.crc32(head) == crc and index < h.chunk_count and first == index * h.gop
-                     and frames == min(h.gop, h.frame_count - first) and position + size <= len(data))  # fmt: skip
+            if h.cut_chunks:
+                frames_ok = first < h.frame_count and 1 <= frames <= min(h.gop, h.frame_count - first)
+            else:
+                frames_ok = first == index * h.gop and frames == min(h.gop, h.frame_count - first)
+            valid = (zlib.crc32(head) == crc and index < h.chunk_count and frames_ok
+                     and position + size <= len(data))  # fmt: skip
             if not valid:
                 position += 1
                 continue
             found.setdefault(index, ChunkEntry(index, position, size, first, frames))
             position += size
-        return [found[i] for i in sorted(found)]
+        chunks, covered = [], 0
+        for i in sorted(found):  # keep chunks in order and disjoint in time
+            if found[i].first_frame >= covered:
+                chunks.append(found[i])
+                covered = found[i].first_frame + found[i].frame_count
+        return chunks
 
     def _read_index(self) -> list[ChunkEntry]:
         h = self.header
@@ -275,16 +296,20 @@ class LfqReader:
         magic, count = _INDEX_HEAD.unpack_from(data)
         _check(magic == INDEX_MAGIC and count == h.chunk_count, "chunk index does not match the header")
         entries = []
-        position = self.header_size
+        position, next_first = self.header_size, 0
         for i in range(count):
             offset, size, first, frames = _INDEX_ENTRY.unpack_from(data, _INDEX_HEAD.size + i * _INDEX_ENTRY.size)
-            expected_frames = min(h.gop, h.frame_count - i * h.gop)
             _check(offset == position and size > _CHUNK.size + _CRC.size and offset + size <= index_offset,
                    f"chunk {i}: offset or size out of range")  # fmt: skip
-            _check(first == i * h.gop and frames == expected_frames, f"chunk {i}: frame range does not match the header")
+            if h.cut_chunks:
+                frames_ok = first == next_first and 1 <= frames <= min(h.gop, h.frame_count - first)
+            else:
+                frames_ok = first == i * h.gop and frames == min(h.gop, h.frame_count - first)
+            _check(frames_ok, f"chunk {i}: frame range does not match the header")
             entries.append(ChunkEntry(i, offset, size, first, frames))
-            position = offset + size
+            position, next_first = offset + size, first + frames
         _check(position == index_offset, "chunk data does not fill the file up to the index")
+        _check(next_first == h.frame_count, "chunks do not cover the header's frame count")
         return entries
 
     def read_chunk(self, i: int) -> np.ndarray:

@@ -1,8 +1,10 @@
 """Plot training and validation curves from a run's logs (``train.jsonl``, ``val.jsonl``).
 
-    python benchmarks/plot_training.py RUN_DIR [RUN_DIR ...] --out benchmarks/results/training.png
+    python benchmarks/plot_training.py RUN_DIR[@OFFSET] [RUN_DIR[@OFFSET] ...] --out benchmarks/results/training.png
 
-Several run folders (one per session, in order) are drawn on one step axis.
+Several run folders (one per session, in order) are drawn on one step axis. A run that was
+warm-started from another run's weights counts its steps from 0: give it the step it started from
+as ``@OFFSET`` (e.g. ``session2@10000``); a dashed line marks where each such run begins.
 """
 
 from __future__ import annotations
@@ -23,11 +25,19 @@ def read_jsonl(path: Path) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("runs", nargs="+", help="run folder, optionally @step offset")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/training.png"))
     args = parser.parse_args()
-    train = sorted((r for run in args.runs for r in read_jsonl(run / "train.jsonl")), key=lambda r: r["step"])
-    val = sorted((r for run in args.runs for r in read_jsonl(run / "val.jsonl")), key=lambda r: r["step"])
+    train, val, starts = [], [], []
+    for spec in args.runs:
+        folder, _, offset_text = spec.partition("@")
+        offset = int(offset_text or 0)
+        if offset:
+            starts.append(offset)
+        for rows, name in ((train, "train.jsonl"), (val, "val.jsonl")):
+            rows.extend({**r, "step": r["step"] + offset} for r in read_jsonl(Path(folder) / name))
+    train.sort(key=lambda r: r["step"])
+    val.sort(key=lambda r: r["step"])
     fig, (ax_train, ax_val, ax_bits) = plt.subplots(1, 3, figsize=(16, 4.5))
     ax_train.plot([r["step"] for r in train], [r["psnr"] for r in train], lw=0.8, label="train batch PSNR (all qualities)")
     ax_train.set_xlabel("step")
@@ -44,6 +54,8 @@ def main() -> None:
     ax_bits.legend()
     for ax in (ax_train, ax_val, ax_bits):
         ax.grid(alpha=0.3)
+        for start in starts:
+            ax.axvline(start, color="grey", ls="--", lw=0.8)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=90)

@@ -23,14 +23,17 @@ class TokenizerConfig:
     encoder_blocks: tuple[int, ...] = (1, 2)  # residual blocks per level in the encoder
     decoder_blocks: tuple[int, ...] = (2, 4)  # residual blocks per level in the decoder
     temporal_kernel: int = 3  # causal kernel length (in latent frames) of the 3D convolutions
+    refine_channels: tuple[int, ...] = (32, 16)  # per-frame decoder refinement: width per stage, the
+    # first at 1/patch_size resolution, each later one at twice the resolution of the one before
     quality_bits: dict[str, int] = field(
-        default_factory=lambda: {"low": 8, "medium": 16, "high": 32}
+        default_factory=lambda: {"low": 4, "medium": 16, "high": 32}
     )  # operating point -> number of leading bits kept (nested LFQ)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "encoder_blocks", tuple(self.encoder_blocks))
         object.__setattr__(self, "decoder_blocks", tuple(self.decoder_blocks))
+        object.__setattr__(self, "refine_channels", tuple(self.refine_channels))
         if not 1 <= self.num_bits <= 62:
             raise ValueError("num_bits must be in 1..62 (token indices are int64)")
         if len(self.channels) != len(self.encoder_blocks) or len(self.channels) != len(self.decoder_blocks):
@@ -38,6 +41,8 @@ class TokenizerConfig:
         for name, bits in self.quality_bits.items():
             if not 1 <= bits <= self.num_bits:
                 raise ValueError(f"quality {name!r} keeps {bits} bits, outside 1..{self.num_bits}")
+        if self.refine_channels and self.patch_size % 2 ** (len(self.refine_channels) - 1):
+            raise ValueError("refine_channels has more stages than patch_size has factors of 2")
 
     @property
     def spatial_factor(self) -> int:
@@ -56,4 +61,10 @@ class TokenizerConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config fields: {sorted(unknown)}")
+        data = {**LEGACY_DEFAULTS, **data}
         return cls(**data)
+
+
+# Values of fields added after model files were first written: a saved config without the field
+# describes a network built before it existed.
+LEGACY_DEFAULTS: dict[str, Any] = {"refine_channels": ()}

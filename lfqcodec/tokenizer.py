@@ -10,6 +10,8 @@ The token grid is ``N x (1 + k) x H/s x W/s`` of ``num_bits``-bit tokens.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -82,6 +84,7 @@ class Decoder(nn.Module):
         self.out_norm = ChannelNorm(cfg.channels[0])
         stem_out = 3 * cfg.temporal_factor * cfg.patch_size**2
         self.out = CausalConv3d(cfg.channels[0], stem_out, (1, 3, 3))
+        self.refine = Refiner(cfg) if cfg.refine_channels else None
 
     def forward(self, codes: torch.Tensor, first: bool = True) -> torch.Tensor:
         """``first``: ``codes`` start the clip (the first latent frame decodes to one frame)."""
@@ -90,9 +93,46 @@ class Decoder(nn.Module):
             x = blocks(x)
             if i < len(self.ups):
                 x = depth_to_space(self.ups[i](x), 2)
-        x = self.out(F.silu(self.out_norm(x)))
-        video = depth_to_time(depth_to_space(x, self.cfg.patch_size), self.cfg.temporal_factor)
+        features = F.silu(self.out_norm(x))
+        video = depth_to_time(depth_to_space(self.out(features), self.cfg.patch_size), self.cfg.temporal_factor)
+        if self.refine is not None:
+            video = video + self.refine(features, video)
         return video[:, :, self.cfg.temporal_factor - 1 :] if first else video
+
+
+class Refiner(nn.Module):
+    """Per-frame residual refinement of the decoder's coarse output.
+
+    The coarse output is a linear function of one feature vector per ``f x p x p`` block, which shows
+    as blocking and blur. The refiner splits the features into ``f`` frames, runs causal residual
+    stages at rising resolution (``1/p``, ``2/p``, ...), sees the coarse frames at its last stage, and
+    adds a correction; its last convolution starts at zero, so a decoder trained without a refiner
+    keeps its output when one is added and trained on top.
+    """
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        self.cfg = cfg
+        widths = cfg.refine_channels
+        self.split = nn.Conv3d(cfg.channels[0], cfg.temporal_factor * widths[0], 1)
+        self.stages = nn.ModuleList([ResBlock(w, cfg.temporal_kernel) for w in widths])
+        self.ups = nn.ModuleList([nn.Conv3d(a, 4 * b, 1) for a, b in itertools.pairwise(widths)])
+        self.out_patch = cfg.patch_size // 2 ** (len(widths) - 1)
+        self.coarse_in = nn.Conv3d(3 * self.out_patch**2, widths[-1], 1)
+        self.out_norm = ChannelNorm(widths[-1])
+        self.out = CausalConv3d(widths[-1], 3 * self.out_patch**2, (1, 3, 3))
+        nn.init.zeros_(self.out.conv.weight)
+        nn.init.zeros_(self.out.conv.bias)
+
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
+        x = depth_to_time(self.split(features), self.cfg.temporal_factor)
+        for i, stage in enumerate(self.stages):
+            if i == len(self.stages) - 1:
+                x = x + self.coarse_in(space_to_depth(coarse, self.out_patch))
+            x = stage(x)
+            if i < len(self.ups):
+                x = depth_to_space(self.ups[i](x), 2)
+        return depth_to_space(self.out(F.silu(self.out_norm(x))), self.out_patch)
 
 
 class Tokenizer(nn.Module):

@@ -150,6 +150,18 @@ def validate(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], device
     return results
 
 
+def warm_start(tokenizer: Tokenizer, source: Tokenizer) -> list[str]:
+    """Copy every tensor of ``source`` whose name and shape ``tokenizer`` shares; returns the names
+    left at their initial values (new parts of a grown architecture)."""
+    own = tokenizer.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    tokenizer.load_state_dict(shared, strict=False)
+    fresh = sorted(set(own) - set(shared))
+    if fresh:
+        log.info("warm start: %d of %d tensors copied; new: %s", len(shared), len(own), ", ".join(fresh))
+    return fresh
+
+
 def _atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(obj, tmp)
@@ -191,7 +203,7 @@ def train(
         model_cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
     tokenizer = Tokenizer(model_cfg)
     if not state_path.exists() and init:
-        tokenizer.load_state_dict(load_model(init).tokenizer.state_dict())
+        warm_start(tokenizer, load_model(init).tokenizer)
         log.info("warm-started from %s", init)
     tokenizer.to(dev)
     model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer

@@ -19,6 +19,7 @@ TINY_CONFIG = TokenizerConfig(
     channels=(16, 32),
     encoder_blocks=(1, 1),
     decoder_blocks=(1, 1),
+    refine_channels=(8, 4),
     quality_bits={"low": 3, "medium": 6, "high": 12},
 )
 

@@ -5,8 +5,10 @@ import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 
 from lfqcodec.checkpoint import load_model
+from lfqcodec.config import TokenizerConfig
 from lfqcodec.data import SamplerConfig
-from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train
+from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train, warm_start
 from lfqcodec.videoio import VideoWriter
 
 
@@ -58,5 +60,34 @@ def test_train_run_checkpoints_validates_and_resumes(tmp_path):
     assert load_model(out / "tiny-run.safetensors").config == TINY_CONFIG
     state = torch.load(out / "state.pt", weights_only=True)
     assert state["step"] == 4
-    train(TINY_CONFIG, TrainConfig(**{**cfg.__dict__, "steps": 6}), sampler, [data], [val], out, name="tiny-run", device="cpu")
+    train(
+        TINY_CONFIG,
+        TrainConfig(**{**cfg.__dict__, "steps": 6}),
+        sampler,
+        [data],
+        [val],
+        out,
+        name="tiny-run",
+        device="cpu",
+    )
     assert torch.load(out / "state.pt", weights_only=True)["step"] == 6
+
+
+def test_warm_start_into_a_grown_decoder_keeps_the_output():
+    """Adding the per-frame refiner to a trained decoder starts from the same reconstructions."""
+    torch.manual_seed(0)
+    plain = tiny_tokenizer()
+    small = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "refine_channels": ()}))
+    warm_start(small, plain)
+    grown = Tokenizer(TINY_CONFIG).eval()
+    fresh = warm_start(grown, small.eval())
+    assert fresh and all(name.startswith("decoder.refine.") for name in fresh)
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    bits = small.encode(video)
+    assert torch.equal(grown.encode(video), bits)
+    assert torch.allclose(grown.decode(bits), small.decode(bits), atol=1e-6)
+
+
+def test_config_written_before_the_refiner_existed_loads_without_it():
+    saved = {k: v for k, v in TINY_CONFIG.to_dict().items() if k != "refine_channels"}
+    assert TokenizerConfig.from_dict(saved).refine_channels == ()

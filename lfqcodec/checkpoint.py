@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,18 @@ from .errors import ModelError
 from .tokenizer import Tokenizer
 
 MODEL_FORMAT = "model-v1"
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+
+
+def _models_dir() -> Path:
+    """Where shipped models are: ``$LFQCODEC_MODELS``, else ``models/`` of a source checkout (an
+    editable install), else ``<prefix>/share/lfqcodec/models`` where a wheel install puts them."""
+    if os.environ.get("LFQCODEC_MODELS"):
+        return Path(os.environ["LFQCODEC_MODELS"])
+    checkout = Path(__file__).resolve().parent.parent / "models"
+    return checkout if checkout.is_dir() else Path(sys.prefix) / "share" / "lfqcodec" / "models"
+
+
+MODELS_DIR = _models_dir()
 DEFAULT_MODEL = "lfq-base"
 
 

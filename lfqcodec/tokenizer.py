@@ -126,6 +126,13 @@ class Refiner(nn.Module):
 
     def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         x = depth_to_time(self.split(features), self.cfg.temporal_factor)
+        if self.out.streaming and not torch.is_grad_enabled():
+            # streamed inference: one frame at a time (the causal convolutions carry the past), so
+            # the 1/2-resolution activations exist for one frame, not for the whole window
+            return torch.cat([self._frames(x[:, :, t : t + 1], coarse[:, :, t : t + 1]) for t in range(x.shape[2])], 2)
+        return self._frames(x, coarse)
+
+    def _frames(self, x: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
         for i, stage in enumerate(self.stages):
             if i == len(self.stages) - 1:
                 x = x + self.coarse_in(space_to_depth(coarse, self.out_patch))

@@ -214,7 +214,10 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
 @click.option("--out", type=click.Path(path_type=Path), default=Path.home() / ".cache/lfqcodec/runs/base",
               show_default=True, help="Run folder: state, logs, data cache, best weights.")
 @click.option("--steps", type=click.IntRange(1), default=12000, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay after warm-up).")
+@click.option("--warmup", type=click.IntRange(0), default=500, show_default=True, help="Warm-up steps.")
+@click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
+              help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
@@ -223,7 +226,8 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, batch, frames, size, val_every, init, name, device):
+def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, frames, size, val_every, init, name,
+          device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import logging
 
@@ -240,7 +244,8 @@ def train(data_dirs, val_clips, out, steps, lr, batch, frames, size, val_every, 
         if not path.exists():
             raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
     run_training(
-        TokenizerConfig(), TrainConfig(steps=steps, lr=lr, batch=batch, val_every=val_every),
+        TokenizerConfig(),
+        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, batch=batch, val_every=val_every),
         SamplerConfig(frames=frames, size=size), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 

@@ -5,7 +5,9 @@
 Default clips are the two shared clips held out from training (bikes, carphone). For each clip and
 quality the clip's first ``--frames`` frames are encoded to ``.lfq`` (file size, container included,
 gives bits per pixel), decoded to lossless FFV1, and compared with the source frames: PSNR over RGB,
-MS-SSIM (mean over frames). A side-by-side PNG (source | decoded) of the middle frame is saved next
+MS-SSIM (mean over frames), and a flicker measure at chunk boundaries: the mean absolute error of
+the frame-to-frame change (decoded vs. source) on the first frame of each chunk, next to the same
+measure inside chunks (a decoder that jumps at chunk starts shows a larger first number). A side-by-side PNG (source | decoded) of the middle frame is saved next
 to the JSON, so the pictures can be looked at, not only the numbers.
 """
 
@@ -46,6 +48,18 @@ def save_side_by_side(path: Path, left: np.ndarray, right: np.ndarray) -> None:
     writer.close()
 
 
+def temporal_error(source: np.ndarray, decoded: np.ndarray, starts: list[int]) -> tuple[float, float]:
+    """Mean |(decoded[t] - decoded[t-1]) - (source[t] - source[t-1])| (0..255) on chunk-start
+    frames ``t`` in ``starts`` and on all other frames ``t >= 1``."""
+    def change(v: np.ndarray) -> np.ndarray:
+        return np.diff(v.astype(np.float32), axis=0)
+
+    error = np.abs(change(decoded) - change(source)).mean(axis=(1, 2, 3))  # error[t-1] is frame t
+    at_starts = [error[t - 1] for t in starts if t >= 1]
+    inside = [error[t - 1] for t in range(1, len(source)) if t not in starts]
+    return float(np.mean(at_starts)) if at_starts else float("nan"), float(np.mean(inside))
+
+
 def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -58,6 +72,8 @@ def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_di
                                            max_frames=frames, overwrite=True)  # fmt: skip
                 dec = lfqcodec.decode_file(lfq, back, device="cpu", model=model, overwrite=True)
                 decoded = read_frames(back, frames)
+                starts = [c["first_frame"] for c in lfqcodec.read_info(lfq)["chunks"]]
+                flicker_start, flicker_inside = temporal_error(source, decoded, starts)
                 out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
                 mid = len(source) // 2
                 save_side_by_side(out_dir / f"{clip.stem}-{quality}.png", source[mid], decoded[mid])
@@ -67,10 +83,13 @@ def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_di
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
                     "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
                     "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
+                    "chunk_starts": starts, "temporal_error_chunk_start": flicker_start,
+                    "temporal_error_inside": flicker_inside,
                 })  # fmt: skip
                 r = rows[-1]
                 print(f"{clip.name:24s} {quality:6s} {r['bpp']:.4f} bpp {r['psnr_rgb']:6.2f} dB "
-                      f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps",
+                      f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps  "
+                      f"temporal error at chunk starts {flicker_start:.2f} / inside {flicker_inside:.2f}",
                       file=sys.stderr)  # fmt: skip
     return rows
 

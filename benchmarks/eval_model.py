@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 import lfqcodec
+from lfqcodec.api import DEFAULT_SCENECUT
 from lfqcodec.checkpoint import load_model
 from lfqcodec.metrics import ms_ssim, psnr
 from lfqcodec.videoio import VideoWriter
@@ -60,7 +61,9 @@ def temporal_error(source: np.ndarray, decoded: np.ndarray, starts: list[int]) -
     return float(np.mean(at_starts)) if at_starts else float("nan"), float(np.mean(inside))
 
 
-def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path) -> list[dict]:
+def evaluate(
+    clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path, scenecut: float = DEFAULT_SCENECUT
+) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for clip in clips:
@@ -68,7 +71,7 @@ def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_di
             ref = torch.from_numpy(source).float().permute(0, 3, 1, 2)
             for quality in ("low", "medium", "high"):
                 lfq, back = Path(tmp) / "x.lfq", Path(tmp) / "x.mkv"
-                enc = lfqcodec.encode_file(clip, lfq, model=model, quality=quality, gop=gop, device="cpu",
+                enc = lfqcodec.encode_file(clip, lfq, model=model, quality=quality, gop=gop, scenecut=scenecut, device="cpu",
                                            max_frames=frames, overwrite=True)  # fmt: skip
                 dec = lfqcodec.decode_file(lfq, back, device="cpu", model=model, overwrite=True)
                 decoded = read_frames(back, frames)
@@ -82,6 +85,7 @@ def evaluate(clips: list[Path], frames: int, model: str | None, gop: int, out_di
                     "width": source.shape[2], "height": source.shape[1], "file_bytes": enc.file_bytes,
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
                     "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
+                    "psnr_per_frame": [round(psnr(ref[i : i + 1], out[i : i + 1]), 2) for i in range(len(ref))],
                     "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
                     "chunk_starts": starts, "temporal_error_chunk_start": flicker_start,
                     "temporal_error_inside": flicker_inside,
@@ -108,11 +112,12 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=65)
     parser.add_argument("--gop", type=int, default=33)
     parser.add_argument("--model", default=None)
+    parser.add_argument("--scenecut", type=float, default=DEFAULT_SCENECUT, help="0 = chunks of exactly --gop frames")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval-lfq-base.json")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent)
+    rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent, args.scenecut)
     record = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -43,8 +43,8 @@ class CausalConv3d(nn.Module):
     def _conv_as_2d(self, x: torch.Tensor) -> torch.Tensor:
         """The (unpadded-in-time) 3D convolution computed as one 2D convolution over all output
         frames, with the ``kt`` input frames of each stacked into channels: the same sums, but
-        CPU conv3d kernels are several times slower than conv2d ones (measured 6.7x for 16
-        channels at 640x360 on 2 cores)."""
+        CPU conv3d kernels are several times slower than conv2d ones (256x256 decoding went from
+        12.5 to 32 fps: ``benchmarks/speed_memory.py``, before and after this change)."""
         kt = self.conv.kernel_size[0]
         n, c, t, h, w = x.shape
         frames_out = t - kt + 1

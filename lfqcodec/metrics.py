@@ -84,7 +84,10 @@ def ms_ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0) -> floa
     return float((stacked ** weights.view(1, -1)).prod(dim=1).mean())
 
 
+BT601_LUMA = (0.299, 0.587, 0.114)  # R, G, B weights of BT.601 luma
+
+
 def rgb_to_luma(frames: torch.Tensor) -> torch.Tensor:
     """``... x 3 x H x W`` RGB -> ``... x 1 x H x W`` BT.601 luma (same range)."""
-    weights = torch.tensor([0.299, 0.587, 0.114], dtype=frames.dtype, device=frames.device).view(3, 1, 1)
+    weights = torch.tensor(BT601_LUMA, dtype=frames.dtype, device=frames.device).view(3, 1, 1)
     return (frames * weights).sum(dim=-3, keepdim=True)

@@ -2,8 +2,8 @@
 
 A causal tokenizer predicts each group of frames from the ones before it; across a cut that past
 belongs to another scene and the first frames of the new one come out badly (measured on the shared
-``bikes`` clip: 31 dB on a first frame coded alone, 13-17 dB for the frames after a cut coded as a
-continuation). Starting a new chunk at the cut codes its first frame as an image, as encoders put an
+``bikes`` clip: 31 dB on a first frame coded alone, 14-18 dB for the frames after a cut coded as a
+continuation; per-frame PSNR in ``benchmarks/results/scenecut/``). Starting a new chunk at the cut codes its first frame as an image, as encoders put an
 I-frame there.
 
 The test is the one of simple encoders: the mean absolute change of a subsampled luma between two
@@ -18,6 +18,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from .metrics import BT601_LUMA
+
 DEFAULT_THRESHOLD = 30.0  # mean absolute luma change (0..255) that can mark a cut; 0 turns detection off
 RECENT_RATIO = 3.0  # ... and it must exceed this multiple of the recent mean change
 RECENT_FRAMES = 8
@@ -26,7 +28,7 @@ RECENT_FRAMES = 8
 def _small_luma(frame: np.ndarray) -> np.ndarray:
     step = max(1, min(frame.shape[:2]) // 64)  # about 64 samples along the short side
     rgb = frame[::step, ::step].astype(np.float32)
-    return rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return rgb @ np.array(BT601_LUMA, dtype=np.float32)
 
 
 class SceneCutDetector:

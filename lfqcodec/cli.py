@@ -221,13 +221,17 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, quiet):
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
+@click.option("--max-stride", type=click.IntRange(1), default=2, show_default=True,
+              help="Largest temporal stride of video crops (more motion per clip).")
+@click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="Fastest synthetic camera move over photos, pixels per frame.")
 @click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, frames, size, val_every, init, name,
-          device):  # fmt: skip
+def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, frames, size, max_stride, pan_speed,
+          val_every, init, name, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import logging
 
@@ -246,7 +250,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, fr
     run_training(
         TokenizerConfig(),
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, batch=batch, val_every=val_every),
-        SamplerConfig(frames=frames, size=size), data_dirs, val_clips, out, init=init, name=name, device=device,
+        SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 
 

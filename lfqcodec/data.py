@@ -78,6 +78,8 @@ class SamplerConfig:
     image_size: int = 128  # crop side for still-image batches
     photo_move_fraction: float = 0.25  # share of video samples that are camera moves over photos
     max_scale: int = 4  # crops are taken at up to this multiple of `size`, then area-downscaled
+    max_stride: int = 2  # temporal stride of video crops: 1 half the time, else uniform in 2..max_stride
+    pan_speed: float = 3.0  # fastest synthetic camera move, in output pixels per frame
 
 
 class ClipSampler:
@@ -127,7 +129,9 @@ class ClipSampler:
         n = self.cfg.frames
         for _ in range(100):
             clip = self.videos[self.rng.integers(len(self.videos))]
-            stride = int(self.rng.choice([1, 1, 2]))
+            stride = 1
+            if self.cfg.max_stride > 1 and self.rng.random() < 0.5:
+                stride = int(self.rng.integers(2, self.cfg.max_stride + 1))
             span = (n - 1) * stride + 1
             if len(clip) >= span and min(clip.shape[1:3]) >= self.cfg.size:
                 break
@@ -146,7 +150,7 @@ class ClipSampler:
         h, w, _ = photo.shape
         side0 = float(self.rng.uniform(size, max(size, min(h, w) / 3)))
         zoom = float(self.rng.uniform(-0.02, 0.02))  # relative change of the window per frame
-        speed = side0 / size * float(self.rng.uniform(0, 3))  # source pixels per frame at output scale
+        speed = side0 / size * float(self.rng.uniform(0, self.cfg.pan_speed))  # source pixels per frame at output scale
         angle = float(self.rng.uniform(0, 2 * np.pi))
         sides = side0 * (1 + zoom) ** np.arange(n)
         margin = sides.max() / 2 + speed * n + 1

@@ -1,12 +1,13 @@
 import json
 from fractions import Fraction
 
+import numpy as np
 import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 
 from lfqcodec.checkpoint import load_model
 from lfqcodec.config import TokenizerConfig
-from lfqcodec.data import SamplerConfig
+from lfqcodec.data import ClipSampler, SamplerConfig
 from lfqcodec.tokenizer import Tokenizer
 from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train, warm_start
 from lfqcodec.videoio import VideoWriter
@@ -91,3 +92,21 @@ def test_warm_start_into_a_grown_decoder_keeps_the_output():
 def test_config_written_before_the_refiner_existed_loads_without_it():
     saved = {k: v for k, v in TINY_CONFIG.to_dict().items() if k != "refine_channels"}
     assert TokenizerConfig.from_dict(saved).refine_channels == ()
+
+
+def test_sampler_temporal_strides_reach_max_stride(tmp_path):
+    frames = np.zeros((40, 32, 32, 3), np.uint8) + (np.arange(40, dtype=np.uint8) * 6)[:, None, None, None]
+    np.save(tmp_path / "video-ramp.npy", frames)
+    np.save(tmp_path / "image-flat.npy", frames[:1])
+    cached = sorted(tmp_path.glob("*.npy"))
+    seen = set()
+    for max_stride in (1, 4):
+        sampler = ClipSampler(cached, SamplerConfig(frames=5, size=16, max_stride=max_stride, photo_move_fraction=0), seed=1)
+        strides = set()
+        for _ in range(200):
+            values = (sampler.video_batch(1)[0, 0, :, 0, 0] + 1) * 127.5 / 6  # frame index of each sampled frame
+            steps = torch.diff(values).abs().round().unique()
+            assert len(steps) == 1
+            strides.add(int(steps[0]))
+        seen.add((max_stride, tuple(sorted(strides))))
+    assert seen == {(1, (1,)), (4, (1, 2, 3, 4))}

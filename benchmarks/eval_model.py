@@ -62,26 +62,28 @@ def temporal_error(source: np.ndarray, decoded: np.ndarray, starts: list[int]) -
 
 
 def evaluate(
-    clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path, scenecut: float = DEFAULT_SCENECUT
-) -> list[dict]:
+    clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path, scenecut: float = DEFAULT_SCENECUT,
+    search_steps: int = 0, qualities: tuple[str, ...] = ("low", "medium", "high"),
+) -> list[dict]:  # fmt: skip
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for clip in clips:
             source = read_frames(clip, frames)
             ref = torch.from_numpy(source).float().permute(0, 3, 1, 2)
-            for quality in ("low", "medium", "high"):
+            for quality in qualities:
                 lfq, back = Path(tmp) / "x.lfq", Path(tmp) / "x.mkv"
                 enc = lfqcodec.encode_file(clip, lfq, model=model, quality=quality, gop=gop, scenecut=scenecut, device="cpu",
-                                           max_frames=frames, overwrite=True)  # fmt: skip
+                                           search_steps=search_steps, max_frames=frames, overwrite=True)  # fmt: skip
                 dec = lfqcodec.decode_file(lfq, back, device="cpu", model=model, overwrite=True)
                 decoded = read_frames(back, frames)
                 starts = [c["first_frame"] for c in lfqcodec.read_info(lfq)["chunks"]]
                 flicker_start, flicker_inside = temporal_error(source, decoded, starts)
                 out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
                 mid = len(source) // 2
-                save_side_by_side(out_dir / f"{clip.stem}-{quality}.png", source[mid], decoded[mid])
+                suffix = f"-search{search_steps}" if search_steps else ""
+                save_side_by_side(out_dir / f"{clip.stem}-{quality}{suffix}.png", source[mid], decoded[mid])
                 rows.append({
-                    "clip": clip.name, "quality": quality, "frames": len(source),
+                    "clip": clip.name, "quality": quality, "search_steps": search_steps, "frames": len(source),
                     "width": source.shape[2], "height": source.shape[1], "file_bytes": enc.file_bytes,
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
                     "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
@@ -100,7 +102,7 @@ def evaluate(
 
 def summary(rows: list[dict]) -> dict:
     out = {}
-    for quality in ("low", "medium", "high"):
+    for quality in dict.fromkeys(r["quality"] for r in rows):
         sel = [r for r in rows if r["quality"] == quality]
         out[quality] = {k: float(np.mean([r[k] for r in sel])) for k in ("bpp", "psnr_rgb", "ms_ssim")}
     return out
@@ -113,11 +115,14 @@ def main() -> None:
     parser.add_argument("--gop", type=int, default=33)
     parser.add_argument("--model", default=None)
     parser.add_argument("--scenecut", type=float, default=DEFAULT_SCENECUT, help="0 = chunks of exactly --gop frames")
+    parser.add_argument("--search", type=int, default=0, help="lfqcodec encode --search steps (0 = off)")
+    parser.add_argument("--quality", nargs="+", default=["low", "medium", "high"], choices=["low", "medium", "high"])
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval-lfq-base.json")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(os.cpu_count() or 1)
-    rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent, args.scenecut)
+    rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent, args.scenecut, args.search,
+                    tuple(args.quality))
     record = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

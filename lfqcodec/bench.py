@@ -184,14 +184,14 @@ def _run_reference_here(name: str, crf: int, frames: np.ndarray, fps: Fraction, 
 
 
 def run_lfq(model: LoadedModel, quality: str, frames: np.ndarray, fps: Fraction, gop: int, device: str,
-            workdir: Path) -> tuple[int, np.ndarray, dict]:  # fmt: skip
+            workdir: Path, search_steps: int = 0) -> tuple[int, np.ndarray, dict]:  # fmt: skip
     from .api import decode_frames, encode_frames
 
     path = workdir / f"bench-{quality}-{device}.lfq"
     with PeakMemory() as enc_mem:
         started = time.perf_counter()
         encode_frames(iter(frames), path, width=frames.shape[2], height=frames.shape[1], fps=fps, model=model,
-                      quality=quality, device=device, gop=gop, overwrite=True)  # fmt: skip
+                      quality=quality, device=device, gop=gop, search_steps=search_steps, overwrite=True)  # fmt: skip
         encode_s = time.perf_counter() - started
     with PeakMemory() as dec_mem:
         started = time.perf_counter()
@@ -251,8 +251,10 @@ def run_bench(
     devices: list[str] | None = None,
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    search_steps: int = 0,
 ) -> dict:
-    """Run the whole comparison; returns a JSON-serialisable record."""
+    """Run the whole comparison; returns a JSON-serialisable record. ``search_steps``: lfqcodec's
+    encoder-side bit search (``lfqcodec encode --search``), 0 = off."""
     import tempfile
 
     unknown = [c for c in codecs if c not in REFERENCE_CODECS]
@@ -275,7 +277,7 @@ def run_bench(
             for device in devices:
                 for quality in sorted(loaded.config.quality_bits, key=loaded.config.quality_bits.get):
                     say(f"{name}: lfqcodec {quality} on {device}")
-                    size, decoded, timing = run_lfq(loaded, quality, clip, fps, gop, device, Path(tmp))
+                    size, decoded, timing = run_lfq(loaded, quality, clip, fps, gop, device, Path(tmp), search_steps)
                     points.append(_point(name, "lfqcodec", quality, device, clip, fps, size, decoded, timing))
             for codec in codecs:
                 for crf in REFERENCE_CODECS[codec]["crfs"]:
@@ -294,7 +296,7 @@ def run_bench(
                     "torch_threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
                     "ffmpeg": {k: ".".join(map(str, v)) for k, v in av.library_versions.items()}, "pyav": av.__version__},  # fmt: skip
         "model": {"name": loaded.name, "sha256": loaded.sha256},
-        "settings": {"frames": frames, "gop": gop, "codecs": {c: {k: v for k, v in REFERENCE_CODECS[c].items()} for c in codecs},
+        "settings": {"frames": frames, "gop": gop, "lfqcodec_search_steps": search_steps, "codecs": {c: {k: v for k, v in REFERENCE_CODECS[c].items()} for c in codecs},
                      "reference_threads": "FFmpeg default (all cores)", "pix_fmt": "yuv420p"},  # fmt: skip
         "points": [asdict(p) for p in points],
         "bd_rate_vs_x265": bd,
@@ -305,6 +307,8 @@ def format_table(record: dict) -> str:
     lines = [f"{'clip':22s} {'codec':9s} {'setting':8s} {'dev':4s} {'bpp':>7s} {'kbit/s':>8s} {'PSNR':>6s} "
              f"{'PSNR-Y':>6s} {'MS-SSIM':>7s} {'enc fps':>8s} {'dec fps':>8s} {'enc MiB':>7s} {'dec MiB':>7s}"]  # fmt: skip
     fmt_mem = lambda v: f"{v:7.0f}" if v is not None else "      -"
+    if record["settings"].get("lfqcodec_search_steps"):
+        lines.insert(0, f"lfqcodec encoded with --search {record['settings']['lfqcodec_search_steps']}")
     for p in record["points"]:
         lines.append(
             f"{p['clip'][:22]:22s} {p['codec']:9s} {p['setting']:8s} {p['device']:4s} {p['bpp']:7.4f} {p['kbit_s']:8.1f} "

@@ -54,7 +54,8 @@ def test_bd_rate_reports_no_overlap():
 def test_bench_end_to_end(tmp_path, tiny_model):
     clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 64, 64))  # x265 crashes on some tiny sizes
     result = CliRunner().invoke(main, ["bench", str(clip), "--frames", "5", "--gop", "5", "--model", str(tiny_model),
-                                       "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "rd.png"), "-q"])  # fmt: skip
+                                       "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "rd.png"), "--search", "2",
+                                       "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r.json").read_text())
     codecs = {p["codec"] for p in record["points"]}
@@ -64,3 +65,4 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     assert "clip.mkv" in record["bd_rate_vs_x265"]
     assert (tmp_path / "rd.png").stat().st_size > 1000
     assert "BD-rate of lfqcodec vs x265" in result.output
+    assert record["settings"]["lfqcodec_search_steps"] == 2 and "with --search 2" in result.output

@@ -1,0 +1,96 @@
+"""Encoder-side bit search: choose the bits the decoder turns into the closest picture.
+
+The encoder network predicts a token's bits in one pass, and a small encoder leaves quality on the
+table (an "amortization gap"). With ``search_steps > 0`` the encoder's latents are the starting
+point of a gradient search: the kept bits of a chunk are decoded, the squared error against the
+source frames is back-propagated to the latents through a straight-through sign, and Adam moves
+the latents; the bits of the best step are kept. The decoder and the bitstream format are
+unchanged; only encoding gets slower (each step is a decoder forward and backward pass).
+
+Large frames are searched in tiles of the latent grid with a margin of ``halo`` tokens decoded
+around each for context, so memory stays bounded; each tile starts from the bits already chosen
+for the tiles before it. A tile's result is never worse than its start on the decoded crop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import pairwise
+
+import torch
+
+from .tokenizer import Tokenizer
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    steps: int = 0  # decoder forward/backward passes per tile; 0 = the encoder's bits as they are
+    lr: float = 0.1  # Adam step on the (RMS-normalised, about unit-scale) latents
+    tile: int = 32  # tile side in tokens (the searched part; 32 tokens = 256 pixels)
+    halo: int = 4  # tokens of context decoded around a tile (not changed by its search)
+
+
+def _spans(size: int, tile: int) -> list[tuple[int, int]]:
+    """Split ``range(size)`` into near-equal spans of at most ``tile``."""
+    count = -(-size // max(1, tile))
+    edges = [round(i * size / count) for i in range(count + 1)]
+    return list(pairwise(edges))
+
+
+def _hard_sign(z: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``z > 0`` else ``-1`` (the encoder's bit rule), with a straight-through gradient."""
+    return z + (torch.where(z > 0, 1.0, -1.0).to(z.dtype) - z).detach()
+
+
+def search_bits(
+    tokenizer: Tokenizer, video: torch.Tensor, latents: torch.Tensor, keep_bits: int, cfg: SearchConfig
+) -> torch.Tensor:
+    """Search the first ``keep_bits`` bits of one chunk.
+
+    ``video``: the chunk as the encoder saw it (``1 x 3 x T x H x W`` in [-1, 1], ``T = 1 + f*k``,
+    padded to the grid); ``latents``: the encoder's output for it (``1 x B x T' x h x w``).
+    Returns bool bits ``1 x B x T' x h x w``: searched bits first, the encoder's for the rest."""
+    bits = latents > 0
+    if cfg.steps <= 0 or keep_bits <= 0:
+        return bits
+    s = tokenizer.cfg.spatial_factor
+    dropped = latents.new_zeros(latents[:, keep_bits:].shape)
+    current = latents[:, :keep_bits].detach().float().clone()
+    _, _, _, h, w = current.shape
+    with torch.enable_grad():
+        for y0, y1 in _spans(h, cfg.tile):
+            for x0, x1 in _spans(w, cfg.tile):
+                ya, yb = max(0, y0 - cfg.halo), min(h, y1 + cfg.halo)
+                xa, xb = max(0, x0 - cfg.halo), min(w, x1 + cfg.halo)
+                inner = (slice(None),) * 3 + (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
+                context = current[..., ya:yb, xa:xb]
+                target = video[..., ya * s : yb * s, xa * s : xb * s].float()
+                found = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, cfg)
+                current[..., y0:y1, x0:x1] = found
+    bits[:, :keep_bits] = current > 0
+    return bits
+
+
+def _search_tile(
+    tokenizer: Tokenizer,
+    context: torch.Tensor,
+    inner: tuple[slice, ...],
+    dropped: torch.Tensor,
+    target: torch.Tensor,
+    cfg: SearchConfig,
+) -> torch.Tensor:
+    """Adam on the latents of ``context[inner]``; returns the best latents for that region."""
+    dtype = next(tokenizer.decoder.parameters()).dtype
+    variable = context[inner].clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([variable], lr=cfg.lr)
+    best_loss, best = float("inf"), variable.detach().clone()
+    for _ in range(cfg.steps):
+        latents = context.clone()
+        latents[inner] = variable
+        codes = torch.cat([_hard_sign(latents), dropped.float()], dim=1).to(dtype)
+        loss = (tokenizer.decoder(codes, first=True).float() - target).pow(2).mean()
+        if loss.item() < best_loss:
+            best_loss, best = loss.item(), variable.detach().clone()
+        (variable.grad,) = torch.autograd.grad(loss, [variable])
+        optimizer.step()
+    return best

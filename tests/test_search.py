@@ -1,0 +1,67 @@
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
+
+import lfqcodec
+from lfqcodec.search import SearchConfig, _spans, search_bits
+from lfqcodec.tokenizer import Tokenizer
+
+
+def test_spans_cover_the_grid_in_near_equal_tiles():
+    assert _spans(10, 4) == [(0, 3), (3, 7), (7, 10)]
+    assert _spans(3, 32) == [(0, 3)]
+    for size in range(1, 40):
+        spans = _spans(size, 7)
+        assert spans[0][0] == 0 and spans[-1][1] == size
+        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(0 < hi - lo <= 7 for lo, hi in spans)
+
+
+def _decode_error(model: Tokenizer, bits: torch.Tensor, keep: int, video: torch.Tensor) -> float:
+    return (model.decode(bits[:, :keep]) - video).pow(2).mean().item()
+
+
+@pytest.mark.parametrize("tile", [32, 2])  # one tile, and a 3 x 3 grid of tiles with context
+def test_search_lowers_the_error_of_the_kept_bits_only(tile):
+    model = tiny_tokenizer()
+    video = torch.from_numpy(moving_pattern(5, 48, 48)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    keep = TINY_CONFIG.quality_bits["medium"]
+    with torch.no_grad():
+        latents = model.encoder(video)
+    plain = latents > 0
+    searched = search_bits(model, video, latents, keep, SearchConfig(steps=8, tile=tile, halo=1))
+    assert searched.shape == plain.shape and searched.dtype == torch.bool
+    assert torch.equal(searched[:, keep:], plain[:, keep:])
+    assert not torch.equal(searched[:, :keep], plain[:, :keep])
+    assert _decode_error(model, searched, keep, video) < _decode_error(model, plain, keep, video)
+
+
+def test_zero_steps_keep_the_encoder_bits():
+    model = tiny_tokenizer()
+    video = torch.rand(1, 3, 5, 16, 16) * 2 - 1
+    with torch.no_grad():
+        latents = model.encoder(video)
+    assert torch.equal(search_bits(model, video, latents, 6, SearchConfig(steps=0)), latents > 0)
+
+
+def test_encode_with_search_decodes_closer_to_the_source(tmp_path, tiny_model):
+    frames = moving_pattern(9, 40, 56)
+    errors = {}
+    for steps in (0, 6):
+        lfq = tmp_path / f"s{steps}.lfq"
+        report = lfqcodec.encode_frames(list(frames), lfq, width=56, height=40, fps=Fraction(25), model=tiny_model,
+                                        gop=9, search_steps=steps)  # fmt: skip
+        assert report.header.metadata.get("search_steps") == (str(steps) if steps else None)
+        decoded = np.stack([f for f in lfqcodec.decode_frames(lfq, model=tiny_model)])
+        errors[steps] = float(np.mean((decoded.astype(float) - frames) ** 2))
+    assert errors[6] < errors[0]
+
+
+def test_negative_search_is_refused(tmp_path, tiny_model):
+    with pytest.raises(lfqcodec.LfqError, match="--search"):
+        lfqcodec.encode_frames([moving_pattern(1, 16, 16)[0]], tmp_path / "x.lfq", width=16, height=16,
+                               fps=Fraction(25), model=tiny_model, search_steps=-1)  # fmt: skip
+    assert not list(tmp_path.iterdir())

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -76,6 +77,12 @@ def _to_frames(video: torch.Tensor, height: int, width: int) -> np.ndarray:
     return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
 
 
+class EncodedChunk(NamedTuple):
+    bits: np.ndarray  # B x T' x gh x gw bool
+    frames: int  # frames coded (0: the input had none left)
+    last_error: torch.Tensor | None = None  # decoded - source of the last frame (searched chunks only)
+
+
 class Codec:
     """A loaded model on a device, with the chunk-level encode and decode steps."""
 
@@ -94,16 +101,19 @@ class Codec:
         grid: tuple[int, int],
         keep_bits: int | None = None,
         search: SearchConfig | None = None,
-    ) -> tuple[np.ndarray, int]:
-        """Encode up to ``gop`` frames from ``frames``; returns (bits ``B x T' x gh x gw``, frames used).
+        previous_error: torch.Tensor | None = None,
+    ) -> EncodedChunk:
+        """Encode up to ``gop`` frames from ``frames``.
 
         The first frame is coded alone; later frames go ``temporal_factor * window`` at a time,
         the last group padded by repeating its last frame. With ``search.steps > 0`` the first
-        ``keep_bits`` bits are then searched against the decoder (:mod:`lfqcodec.search`)."""
+        ``keep_bits`` bits are then searched against the decoder (:mod:`lfqcodec.search`), given
+        ``previous_error`` (the last chunk's ``last_error``, when this chunk continues its scene)."""
         f, s = self.cfg.temporal_factor, self.cfg.spatial_factor
+        keep_bits = keep_bits or self.cfg.num_bits
         first = next(frames, None)
         if first is None:
-            return np.zeros((self.cfg.num_bits, 0, *grid), dtype=bool), 0
+            return EncodedChunk(np.zeros((self.cfg.num_bits, 0, *grid), dtype=bool), 0)
         searching = search is not None and search.steps > 0
         inputs, latents, count = [], [], 1
         with streaming(self.tokenizer), torch.no_grad():
@@ -124,12 +134,16 @@ class Codec:
                 if not searching:
                     inputs.clear()
         chunk_latents = torch.cat(latents, dim=2)
-        if searching:
-            bits = search_bits(self.tokenizer, torch.cat(inputs, dim=2), chunk_latents,
-                               keep_bits or self.cfg.num_bits, search)  # fmt: skip
-        else:
-            bits = chunk_latents > 0
-        return bits[0].cpu().numpy(), count
+        if not searching:
+            return EncodedChunk((chunk_latents > 0)[0].cpu().numpy(), count)
+        video = torch.cat(inputs, dim=2)
+        bits = search_bits(self.tokenizer, video, chunk_latents, keep_bits, search, previous_error)[0].cpu().numpy()
+        last_error = None
+        if search.temporal_weight > 0:
+            last = video[:, :, count - 1 : count]
+            *_, decoded = self.decode_chunk(bits[:keep_bits], count, video.shape[-2], video.shape[-1])
+            last_error = _to_model([decoded[-1]], grid, s, self.device) - last
+        return EncodedChunk(bits, count, last_error)
 
     def decode_chunk(self, bits: np.ndarray, frame_count: int, height: int, width: int) -> Iterator[np.ndarray]:
         """Decode one chunk's bits (``b x T' x gh x gw``), yielding uint8 frames (``T x H x W x 3``)
@@ -260,13 +274,19 @@ def encode_frames(
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level)
+        previous_error = None
         while True:
-            bits, used = codec.encode_chunk(splitter.chunk(), gop, grid, keep, search)
-            if not used:
+            chunk_frames = splitter.chunk()
+            first = next(chunk_frames, None)
+            if first is None:
                 break
-            writer.write_chunk(bits[:keep], used)
+            if splitter.starts_scene:
+                previous_error = None
+            chunk = codec.encode_chunk(itertools.chain([first], chunk_frames), gop, grid, keep, search, previous_error)
+            writer.write_chunk(chunk.bits[:keep], chunk.frames)
+            previous_error = chunk.last_error
             if bar is not None:
-                bar.update(used)
+                bar.update(chunk.frames)
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()

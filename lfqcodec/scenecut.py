@@ -65,15 +65,18 @@ class ChunkSplitter:
         self.pending: np.ndarray | None = None
         self.cuts: list[int] = []  # frame numbers where a chunk was started at a cut
         self.seen = 0
+        self.starts_scene = True  # the chunk being read starts the video or a new scene
 
     def chunk(self) -> Iterator[np.ndarray]:
         if self.pending is not None:
             frame, self.pending = self.pending, None
+            self.starts_scene = True
         else:
             frame = next(self.frames, None)
             if frame is None:
                 return
-            self.detector.is_cut(frame)  # a chunk boundary anyway: only update the detector
+            # a chunk boundary anyway: the detector only says whether the chunk also starts a scene
+            self.starts_scene = self.detector.is_cut(frame) or self.seen == 0
             self.seen += 1
         yield frame
         for frame in self.frames:

@@ -7,6 +7,11 @@ source frames is back-propagated to the latents through a straight-through sign,
 the latents; the bits of the best step are kept. The decoder and the bitstream format are
 unchanged; only encoding gets slower (each step is a decoder forward and backward pass).
 
+With ``temporal_weight > 0`` the search also penalises flicker: the change of the decoded picture
+from frame to frame should be the source's change (the squared difference of consecutive frames'
+errors), including from the previous chunk's last decoded frame to this chunk's first, where a new
+chunk restarts from an image and would otherwise jump.
+
 Large frames are searched in tiles of the latent grid with a margin of ``halo`` tokens decoded
 around each for context, so memory stays bounded; each tile starts from the bits already chosen
 for the tiles before it. A tile's result is never worse than its start on the decoded crop.
@@ -28,6 +33,7 @@ class SearchConfig:
     lr: float = 0.1  # Adam step on the (RMS-normalised, about unit-scale) latents
     tile: int = 32  # tile side in tokens (the searched part; 32 tokens = 256 pixels)
     halo: int = 4  # tokens of context decoded around a tile (not changed by its search)
+    temporal_weight: float = 1.0  # weight of the flicker term against the squared error
 
 
 def _spans(size: int, tile: int) -> list[tuple[int, int]]:
@@ -43,12 +49,19 @@ def _hard_sign(z: torch.Tensor) -> torch.Tensor:
 
 
 def search_bits(
-    tokenizer: Tokenizer, video: torch.Tensor, latents: torch.Tensor, keep_bits: int, cfg: SearchConfig
+    tokenizer: Tokenizer,
+    video: torch.Tensor,
+    latents: torch.Tensor,
+    keep_bits: int,
+    cfg: SearchConfig,
+    previous_error: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Search the first ``keep_bits`` bits of one chunk.
 
     ``video``: the chunk as the encoder saw it (``1 x 3 x T x H x W`` in [-1, 1], ``T = 1 + f*k``,
-    padded to the grid); ``latents``: the encoder's output for it (``1 x B x T' x h x w``).
+    padded to the grid); ``latents``: the encoder's output for it (``1 x B x T' x h x w``);
+    ``previous_error``: decoded minus source of the frame before the chunk (``1 x 3 x 1 x H x W``),
+    when the chunk continues the same scene.
     Returns bool bits ``1 x B x T' x h x w``: searched bits first, the encoder's for the rest."""
     bits = latents > 0
     if cfg.steps <= 0 or keep_bits <= 0:
@@ -64,8 +77,10 @@ def search_bits(
                 xa, xb = max(0, x0 - cfg.halo), min(w, x1 + cfg.halo)
                 inner = (slice(None),) * 3 + (slice(y0 - ya, y1 - ya), slice(x0 - xa, x1 - xa))
                 context = current[..., ya:yb, xa:xb]
-                target = video[..., ya * s : yb * s, xa * s : xb * s].float()
-                found = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, cfg)
+                pixels = (..., slice(ya * s, yb * s), slice(xa * s, xb * s))
+                target = video[pixels].float()
+                before = previous_error[pixels].float() if previous_error is not None else None
+                found = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, before, cfg)
                 current[..., y0:y1, x0:x1] = found
     bits[:, :keep_bits] = current > 0
     return bits
@@ -77,6 +92,7 @@ def _search_tile(
     inner: tuple[slice, ...],
     dropped: torch.Tensor,
     target: torch.Tensor,
+    previous_error: torch.Tensor | None,
     cfg: SearchConfig,
 ) -> torch.Tensor:
     """Adam on the latents of ``context[inner]``; returns the best latents for that region."""
@@ -88,9 +104,19 @@ def _search_tile(
         latents = context.clone()
         latents[inner] = variable
         codes = torch.cat([_hard_sign(latents), dropped.float()], dim=1).to(dtype)
-        loss = (tokenizer.decoder(codes, first=True).float() - target).pow(2).mean()
+        loss = _loss(tokenizer.decoder(codes, first=True).float() - target, previous_error, cfg.temporal_weight)
         if loss.item() < best_loss:
             best_loss, best = loss.item(), variable.detach().clone()
         (variable.grad,) = torch.autograd.grad(loss, [variable])
         optimizer.step()
     return best
+
+
+def _loss(error: torch.Tensor, previous_error: torch.Tensor | None, temporal_weight: float) -> torch.Tensor:
+    """Squared error plus ``temporal_weight`` x squared change of the error from frame to frame."""
+    loss = error.pow(2).mean()
+    if temporal_weight > 0:
+        errors = error if previous_error is None else torch.cat([previous_error, error], dim=2)
+        if errors.shape[2] > 1:
+            loss = loss + temporal_weight * errors.diff(dim=2).pow(2).mean()
+    return loss

@@ -6,7 +6,7 @@ import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 
 import lfqcodec
-from lfqcodec.search import SearchConfig, _spans, search_bits
+from lfqcodec.search import SearchConfig, _loss, _spans, search_bits
 from lfqcodec.tokenizer import Tokenizer
 
 
@@ -32,11 +32,20 @@ def test_search_lowers_the_error_of_the_kept_bits_only(tile):
     with torch.no_grad():
         latents = model.encoder(video)
     plain = latents > 0
-    searched = search_bits(model, video, latents, keep, SearchConfig(steps=8, tile=tile, halo=1))
+    searched = search_bits(model, video, latents, keep, SearchConfig(steps=8, tile=tile, halo=1, temporal_weight=0))
     assert searched.shape == plain.shape and searched.dtype == torch.bool
     assert torch.equal(searched[:, keep:], plain[:, keep:])
     assert not torch.equal(searched[:, :keep], plain[:, :keep])
     assert _decode_error(model, searched, keep, video) < _decode_error(model, plain, keep, video)
+
+
+def test_flicker_term_is_the_change_of_the_error_including_from_the_previous_chunk():
+    steady = torch.full((1, 3, 4, 2, 2), 0.5)  # the same error in every frame: no flicker
+    assert _loss(steady, None, 1.0).item() == pytest.approx(0.25)
+    assert _loss(steady, torch.full((1, 3, 1, 2, 2), 0.5), 1.0).item() == pytest.approx(0.25)
+    jump = _loss(steady, torch.zeros(1, 3, 1, 2, 2), 1.0).item()  # previous chunk's last frame was exact
+    assert jump == pytest.approx(0.25 + 0.25 / 4)
+    assert _loss(steady, torch.zeros(1, 3, 1, 2, 2), 0.0).item() == pytest.approx(0.25)
 
 
 def test_zero_steps_keep_the_encoder_bits():
@@ -48,7 +57,7 @@ def test_zero_steps_keep_the_encoder_bits():
 
 
 def test_encode_with_search_decodes_closer_to_the_source(tmp_path, tiny_model):
-    frames = moving_pattern(9, 40, 56)
+    frames = moving_pattern(13, 40, 56)  # two chunks: the second is searched given the first's last error
     errors = {}
     for steps in (0, 6):
         lfq = tmp_path / f"s{steps}.lfq"

@@ -35,7 +35,9 @@ def main() -> None:
         if offset:
             starts.append(offset)
         for rows, name in ((train, "train.jsonl"), (val, "val.jsonl")):
-            rows.extend({**r, "step": r["step"] + offset} for r in read_jsonl(Path(folder) / name))
+            # a resumed run logs again the steps after its last checkpoint: keep the latest of each
+            latest = {r["step"]: r for r in read_jsonl(Path(folder) / name)}
+            rows.extend({**r, "step": step + offset} for step, r in latest.items())
     train.sort(key=lambda r: r["step"])
     val.sort(key=lambda r: r["step"])
     fig, (ax_train, ax_val, ax_bits) = plt.subplots(1, 3, figsize=(16, 4.5))

@@ -313,5 +313,7 @@ def train(
             last_checkpoint = time.time()
     if is_main:
         save_state()
+        train_log.close()
+        val_log.close()
     if distributed:
         dist.destroy_process_group()

@@ -140,6 +140,8 @@ def info(src, as_json):
         f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
         f"({data['duration_s']:.3f} s), time base {data['time_base']}",
         f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
+        f"encoder:     {meta.get('encoder', '?')}"
+        + (f", bit search {meta['search_steps']} steps" if meta.get("search_steps") else ""),
         f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
         f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
         f"{data['factors']['spatial']} (t x h x w)",

@@ -74,3 +74,17 @@ def test_negative_search_is_refused(tmp_path, tiny_model):
         lfqcodec.encode_frames([moving_pattern(1, 16, 16)[0]], tmp_path / "x.lfq", width=16, height=16,
                                fps=Fraction(25), model=tiny_model, search_steps=-1)  # fmt: skip
     assert not list(tmp_path.iterdir())
+
+
+def test_cli_encode_search_is_recorded_and_shown_by_info(tmp_path, tiny_model):
+    from click.testing import CliRunner
+    from conftest import write_clip
+
+    from lfqcodec.cli import main
+
+    clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 32, 32))
+    lfq = tmp_path / "out.lfq"
+    result = CliRunner().invoke(main, ["encode", str(clip), str(lfq), "--model", str(tiny_model), "--search", "2", "-q"])
+    assert result.exit_code == 0, result.output
+    info = CliRunner().invoke(main, ["info", str(lfq)])
+    assert "bit search 2 steps" in info.output

@@ -224,6 +224,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
 @click.option("--steps", type=click.IntRange(1), default=12000, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay after warm-up).")
 @click.option("--warmup", type=click.IntRange(0), default=500, show_default=True, help="Warm-up steps.")
+@click.option("--freeze-decoder", is_flag=True, help="Train the encoder only (the decoder stays as initialised).")
 @click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
@@ -238,7 +239,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, frames, size, max_stride, pan_speed,
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, batch, frames, size, max_stride, pan_speed,
           val_every, init, name, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import logging
@@ -257,7 +258,8 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, entropy_boost, batch, fr
             raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
     run_training(
         TokenizerConfig(),
-        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, batch=batch, val_every=val_every),
+        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, batch=batch, val_every=val_every,
+                    freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 

@@ -58,6 +58,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
+    freeze_decoder: bool = False  # train the encoder only, against a fixed decoder
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -206,10 +207,13 @@ def train(
         warm_start(tokenizer, load_model(init).tokenizer)
         log.info("warm-started from %s", init)
     tokenizer.to(dev)
+    if train_cfg.freeze_decoder:
+        tokenizer.decoder.requires_grad_(False)
     model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer
     decay, no_decay = [], []
-    for pname, p in tokenizer.named_parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
+    for p in tokenizer.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=train_cfg.lr,

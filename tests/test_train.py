@@ -110,3 +110,19 @@ def test_sampler_temporal_strides_reach_max_stride(tmp_path):
             strides.add(int(steps[0]))
         seen.add((max_stride, tuple(sorted(strides))))
     assert seen == {(1, (1,)), (4, (1, 2, 3, 4))}
+
+
+def test_freeze_decoder_trains_the_encoder_only(tmp_path, tiny_model):
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip(data / "train.mkv", moving_pattern(12, 64, 80, seed=1))
+    _write_image(data / "photo.png", moving_pattern(1, 96, 96, seed=2)[0])
+    val = write_clip(tmp_path / "val.mkv", moving_pattern(9, 32, 48, seed=3))
+    out = tmp_path / "run"
+    cfg = TrainConfig(steps=3, batch=2, image_batch=2, val_every=3, log_every=1, warmup=1, freeze_decoder=True)
+    train(TINY_CONFIG, cfg, SamplerConfig(frames=5, size=32, image_size=32, max_scale=2), [data], [val], out,
+          init=str(tiny_model), device="cpu")  # fmt: skip
+    start = load_model(tiny_model).tokenizer.state_dict()
+    trained = torch.load(out / "state.pt", weights_only=True)["model"]
+    assert all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("decoder."))
+    assert not all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("encoder."))

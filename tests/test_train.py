@@ -44,12 +44,17 @@ def _write_image(path, frame):
     writer.close()
 
 
-def test_train_run_checkpoints_validates_and_resumes(tmp_path):
+def _training_data(tmp_path):
+    """A folder with one generated clip and one photo, and a held-out validation clip."""
     data = tmp_path / "data"
     data.mkdir()
     write_clip(data / "train.mkv", moving_pattern(12, 64, 80, seed=1))
     _write_image(data / "photo.png", moving_pattern(1, 96, 96, seed=2)[0])
-    val = write_clip(tmp_path / "val.mkv", moving_pattern(9, 32, 48, seed=3))
+    return data, write_clip(tmp_path / "val.mkv", moving_pattern(9, 32, 48, seed=3))
+
+
+def test_train_run_checkpoints_validates_and_resumes(tmp_path):
+    data, val = _training_data(tmp_path)
     out = tmp_path / "run"
     cfg = TrainConfig(steps=4, batch=2, image_batch=2, val_every=2, log_every=2, warmup=2)
     sampler = SamplerConfig(frames=5, size=32, image_size=32, max_scale=2)
@@ -113,11 +118,7 @@ def test_sampler_temporal_strides_reach_max_stride(tmp_path):
 
 
 def test_freeze_decoder_trains_the_encoder_only(tmp_path, tiny_model):
-    data = tmp_path / "data"
-    data.mkdir()
-    write_clip(data / "train.mkv", moving_pattern(12, 64, 80, seed=1))
-    _write_image(data / "photo.png", moving_pattern(1, 96, 96, seed=2)[0])
-    val = write_clip(tmp_path / "val.mkv", moving_pattern(9, 32, 48, seed=3))
+    data, val = _training_data(tmp_path)
     out = tmp_path / "run"
     cfg = TrainConfig(steps=3, batch=2, image_batch=2, val_every=3, log_every=1, warmup=1, freeze_decoder=True)
     train(TINY_CONFIG, cfg, SamplerConfig(frames=5, size=32, image_size=32, max_scale=2), [data], [val], out,

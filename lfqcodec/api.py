@@ -241,7 +241,8 @@ def encode_frames(
     A new chunk starts at each detected scene cut (``scenecut``: the mean absolute luma change, on
     0..255, that can mark one; 0 turns detection off, so chunks are exactly ``gop`` frames).
     ``search_steps`` > 0 searches the bits against the decoder (:mod:`lfqcodec.search`): better
-    pictures, same decoder, encoding about ``3 * search_steps`` decodes slower.
+    pictures, same decoder, far slower encoding (each step is a decoder forward and backward pass
+    over the chunk; measured in ``models/lfq-base.md``).
     ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr."""
     started = time.time()
     dst = check_destination(dst, overwrite)

@@ -73,7 +73,8 @@ window_option = click.option(
               help="Start a new chunk at a scene cut: mean absolute luma change (0-255) that can mark one; 0 = off.")  # fmt: skip
 @click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
               help="Search the bits against the decoder for this many steps per chunk: better pictures, same "
-                   "decoder, encoding ~3x a decode per step (e.g. 20; 0 = off).")  # fmt: skip
+                   "decoder, much slower encoding (each step decodes the chunk forward and backward; "
+                   "e.g. 20; 0 = off).")  # fmt: skip
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
 @device_option

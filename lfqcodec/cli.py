@@ -228,6 +228,11 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
 @click.option("--freeze-decoder", is_flag=True, help="Train the encoder only (the decoder stays as initialised).")
 @click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
+@click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
+@click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
+@click.option("--encoder-blocks", default=None, metavar="N,N",
+              help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
+                   "as identity) [default: the --init model's, else the built-in architecture].")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
@@ -240,11 +245,14 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, batch, frames, size, max_stride, pan_speed,
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, commitment_weight,
+          encoder_blocks, batch, frames, size, max_stride, pan_speed,
           val_every, init, name, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
+    import dataclasses
     import logging
 
+    from .checkpoint import load_model
     from .config import TokenizerConfig
     from .data import SamplerConfig
     from .train import TrainConfig
@@ -257,10 +265,17 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     for path in [*data_dirs, *val_clips]:
         if not path.exists():
             raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
+    model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
+    if encoder_blocks:
+        try:
+            blocks = tuple(int(n) for n in encoder_blocks.split(","))
+            model_cfg = dataclasses.replace(model_cfg, encoder_blocks=blocks)
+        except ValueError as exc:
+            raise LfqError(f"--encoder-blocks {encoder_blocks!r}: {exc}") from None
     run_training(
-        TokenizerConfig(),
-        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, batch=batch, val_every=val_every,
-                    freeze_decoder=freeze_decoder),
+        model_cfg,
+        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
+                    commitment_weight=commitment_weight, batch=batch, val_every=val_every, freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 

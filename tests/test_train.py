@@ -127,3 +127,39 @@ def test_freeze_decoder_trains_the_encoder_only(tmp_path, tiny_model):
     trained = torch.load(out / "state.pt", weights_only=True)["model"]
     assert all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("decoder."))
     assert not all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("encoder."))
+
+
+def test_warm_start_into_a_grown_encoder_keeps_the_bits():
+    """Extra encoder blocks start as identity, so a grown encoder starts from the same bits."""
+    torch.manual_seed(0)
+    small = tiny_tokenizer().eval()
+    grown = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "encoder_blocks": (2, 3)})).eval()
+    fresh = warm_start(grown, small)
+    assert fresh and all(name.startswith(("encoder.levels.0.1.", "encoder.levels.1.1.", "encoder.levels.1.2."))
+                         for name in fresh)  # fmt: skip
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    assert torch.equal(grown.encode(video), small.encode(video))
+
+
+def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from lfqcodec.cli import main
+
+    data, val = _training_data(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--val", val, "--out", out, "--init", tiny_model, "--encoder-blocks", "2,2",
+            "--freeze-decoder", "--steps", 2, "--val-every", 2, "--batch", 2, "--frames", 5, "--size", 32,
+            "--entropy-weight", 0.05, "--commitment-weight", 0.05, "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    trained = load_model(out / "lfq-base.safetensors")
+    assert trained.config == TokenizerConfig(**{**TINY_CONFIG.to_dict(), "encoder_blocks": (2, 2)})
+    start = load_model(tiny_model).tokenizer.decoder.state_dict()
+    assert all(torch.equal(trained.tokenizer.decoder.state_dict()[n], v) for n, v in start.items())
+    saved = json.loads(torch.load(out / "state.pt", weights_only=True)["train_config"])
+    assert saved["entropy_weight"] == saved["commitment_weight"] == 0.05
+
+    bad = CliRunner().invoke(main, ["train", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "bad"),
+                                    "--init", str(tiny_model), "--encoder-blocks", "2,x"])  # fmt: skip
+    assert bad.exit_code != 0 and "--encoder-blocks" in bad.output and "Traceback" not in bad.output

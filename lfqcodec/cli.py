@@ -230,6 +230,9 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
 @click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
+@click.option("--quality-mix", default=None, metavar="Q=P,...",
+              help="How often each quality's bit prefix is trained, e.g. low=0.35,medium=0.45,high=0.2 "
+                   "[default: low=0.25,medium=0.45,high=0.3].")  # fmt: skip
 @click.option("--encoder-blocks", default=None, metavar="N,N",
               help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
                    "as identity) [default: the --init model's, else the built-in architecture].")  # fmt: skip
@@ -246,7 +249,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
 @device_option
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, commitment_weight,
-          encoder_blocks, batch, frames, size, max_stride, pan_speed,
+          quality_mix, encoder_blocks, batch, frames, size, max_stride, pan_speed,
           val_every, init, name, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
@@ -272,10 +275,20 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
             model_cfg = dataclasses.replace(model_cfg, encoder_blocks=blocks)
         except ValueError as exc:
             raise LfqError(f"--encoder-blocks {encoder_blocks!r}: {exc}") from None
+    mix = {}
+    if quality_mix:
+        try:
+            mix = {q.strip(): float(p) for q, p in (item.split("=") for item in quality_mix.split(","))}
+        except ValueError:
+            raise LfqError(f"--quality-mix {quality_mix!r}: expected QUALITY=WEIGHT,... e.g. low=0.35,medium=0.45") from None
+        unknown = set(mix) - set(model_cfg.quality_bits)
+        if unknown or any(p < 0 for p in mix.values()) or sum(mix.values()) <= 0:
+            raise LfqError(f"--quality-mix {quality_mix!r}: qualities are {', '.join(model_cfg.quality_bits)}, weights >= 0")
     run_training(
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
-                    commitment_weight=commitment_weight, batch=batch, val_every=val_every, freeze_decoder=freeze_decoder),
+                    commitment_weight=commitment_weight, batch=batch,
+                    **({"quality_probs": mix} if mix else {}), val_every=val_every, freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 

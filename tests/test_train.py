@@ -150,7 +150,8 @@ def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     out = tmp_path / "run"
     args = ["train", "--data", data, "--val", val, "--out", out, "--init", tiny_model, "--encoder-blocks", "2,2",
             "--freeze-decoder", "--steps", 2, "--val-every", 2, "--batch", 2, "--frames", 5, "--size", 32,
-            "--entropy-weight", 0.05, "--commitment-weight", 0.05, "--device", "cpu"]  # fmt: skip
+            "--entropy-weight", 0.05, "--commitment-weight", 0.05, "--quality-mix", "low=1,medium=1",
+            "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     trained = load_model(out / "lfq-base.safetensors")
@@ -159,7 +160,12 @@ def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     assert all(torch.equal(trained.tokenizer.decoder.state_dict()[n], v) for n, v in start.items())
     saved = json.loads(torch.load(out / "state.pt", weights_only=True)["train_config"])
     assert saved["entropy_weight"] == saved["commitment_weight"] == 0.05
+    assert saved["quality_probs"] == {"low": 1.0, "medium": 1.0}
 
     bad = CliRunner().invoke(main, ["train", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "bad"),
                                     "--init", str(tiny_model), "--encoder-blocks", "2,x"])  # fmt: skip
     assert bad.exit_code != 0 and "--encoder-blocks" in bad.output and "Traceback" not in bad.output
+    for mix in ("ultra=1", "low=x", "low"):
+        bad = CliRunner().invoke(main, ["train", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "bad"),
+                                        "--init", str(tiny_model), "--quality-mix", mix])  # fmt: skip
+        assert bad.exit_code != 0 and "--quality-mix" in bad.output and "Traceback" not in bad.output

@@ -215,6 +215,26 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         bench_module.plot(record, plot_path)
 
 
+def _parse_blocks(value: str | None) -> tuple[int, ...] | None:
+    """``"2,6"`` -> ``(2, 6)``."""
+    if not value:
+        return None
+    try:
+        return tuple(int(n) for n in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of block counts, e.g. 2,6") from None
+
+
+def _parse_mix(value: str | None) -> dict[str, float] | None:
+    """``"low=0.4,medium=0.4"`` -> ``{"low": 0.4, "medium": 0.4}`` (names are checked by training)."""
+    if not value:
+        return None
+    try:
+        return {name.strip(): float(weight) for name, weight in (item.split("=") for item in value.split(","))}
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not QUALITY=WEIGHT,..., e.g. low=0.35,medium=0.45") from None
+
+
 @main.command()
 @click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
               help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
@@ -230,12 +250,13 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
 @click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
-@click.option("--quality-mix", default=None, metavar="Q=P,...",
+@click.option("--quality-mix", default=None, metavar="Q=P,...", callback=lambda ctx, param, value: _parse_mix(value),
               help="How often each quality's bit prefix is trained, e.g. low=0.35,medium=0.45,high=0.2 "
                    "[default: low=0.25,medium=0.45,high=0.3].")  # fmt: skip
-@click.option("--encoder-blocks", default=None, metavar="N,N",
+@click.option("--encoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
               help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
-                   "as identity) [default: the --init model's, else the built-in architecture].")  # fmt: skip
+                   "as identity; ignored when resuming OUT/state.pt) [default: the --init model's, else the "
+                   "built-in architecture].")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
@@ -271,24 +292,15 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
     if encoder_blocks:
         try:
-            blocks = tuple(int(n) for n in encoder_blocks.split(","))
-            model_cfg = dataclasses.replace(model_cfg, encoder_blocks=blocks)
+            model_cfg = dataclasses.replace(model_cfg, encoder_blocks=encoder_blocks)
         except ValueError as exc:
-            raise LfqError(f"--encoder-blocks {encoder_blocks!r}: {exc}") from None
-    mix = {}
-    if quality_mix:
-        try:
-            mix = {q.strip(): float(p) for q, p in (item.split("=") for item in quality_mix.split(","))}
-        except ValueError:
-            raise LfqError(f"--quality-mix {quality_mix!r}: expected QUALITY=WEIGHT,... e.g. low=0.35,medium=0.45") from None
-        unknown = set(mix) - set(model_cfg.quality_bits)
-        if unknown or any(p < 0 for p in mix.values()) or sum(mix.values()) <= 0:
-            raise LfqError(f"--quality-mix {quality_mix!r}: qualities are {', '.join(model_cfg.quality_bits)}, weights >= 0")
+            raise LfqError(f"--encoder-blocks: {exc}") from None
     run_training(
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
                     commitment_weight=commitment_weight, batch=batch,
-                    **({"quality_probs": mix} if mix else {}), val_every=val_every, freeze_decoder=freeze_decoder),
+                    **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
+                    freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip
 

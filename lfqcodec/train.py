@@ -29,6 +29,7 @@ from .bitpack import compressed_size
 from .checkpoint import load_model, save_model
 from .config import TokenizerConfig
 from .data import ClipSampler, SamplerConfig, prepare_cache, to_model_range
+from .errors import LfqError
 from .metrics import ms_ssim, psnr, ssim
 from .tokenizer import Tokenizer
 
@@ -59,6 +60,16 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     freeze_decoder: bool = False  # train the encoder only, against a fixed decoder
+
+
+def check_quality_probs(probs: dict[str, float], model_cfg: TokenizerConfig) -> None:
+    """Every name must be a quality of the model, weights >= 0 and not all zero."""
+    unknown = sorted(set(probs) - set(model_cfg.quality_bits))
+    if unknown or any(p < 0 for p in probs.values()) or sum(probs.values()) <= 0:
+        raise LfqError(
+            f"quality mix {probs}: qualities are {', '.join(model_cfg.quality_bits)}, weights >= 0, not all 0"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -193,6 +204,7 @@ def train(
     out_dir.mkdir(parents=True, exist_ok=True)
     is_main = rank == 0
 
+    check_quality_probs(train_cfg.quality_probs, model_cfg)  # before minutes of data preparation
     cached = prepare_cache(data_dirs, out_dir / "cache", exclude={p.name for p in val_clips})
     validation = load_validation(val_clips, frames=17)
 

@@ -250,6 +250,12 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
 @click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
+@click.option("--distill-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Bit-search steps per training step; the encoder is taught the searched bits (0 = off).")
+@click.option("--distill-weight", type=click.FloatRange(0), default=0.2, show_default=True,
+              help="Weight of the encoder's cross-entropy against the searched bits.")
+@click.option("--distill-lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Adam step of the per-step bit search.")
 @click.option("--quality-mix", default=None, metavar="Q=P,...", callback=lambda ctx, param, value: _parse_mix(value),
               help="How often each quality's bit prefix is trained, e.g. low=0.35,medium=0.45,high=0.2 "
                    "[default: low=0.25,medium=0.45,high=0.3].")  # fmt: skip
@@ -265,13 +271,15 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
               help="Fastest synthetic camera move over photos, pixels per frame.")
 @click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--val-frames", type=click.IntRange(1), default=17, show_default=True,
+              help="Frames of each validation clip (33 = a whole default chunk).")
 @click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @device_option
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, commitment_weight,
-          quality_mix, encoder_blocks, batch, frames, size, max_stride, pan_speed,
-          val_every, init, name, device):  # fmt: skip
+          distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, batch, frames, size, max_stride, pan_speed,
+          val_every, val_frames, init, name, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
     import logging
@@ -298,8 +306,10 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     run_training(
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
-                    commitment_weight=commitment_weight, batch=batch,
+                    commitment_weight=commitment_weight, batch=batch, distill_steps=distill_steps,
+                    distill_weight=distill_weight, distill_lr=distill_lr,
                     **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
+                    val_frames=val_frames,
                     freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
     )  # fmt: skip

@@ -25,6 +25,7 @@ class QuantizerOutput(NamedTuple):
     commitment_loss: torch.Tensor  # mean (z - sign(z))^2 (fp32 scalar)
     token_entropy: torch.Tensor  # mean per-token entropy in bits (diagnostic)
     codebook_entropy: torch.Tensor  # entropy of the batch-average code distribution in bits (diagnostic)
+    latents: torch.Tensor  # the quantizer's input z (fp32), for losses on the soft bits
 
 
 def _bit_weights(num_bits: int, device: torch.device | None = None) -> torch.Tensor:
@@ -112,7 +113,7 @@ class LookupFreeQuantizer(nn.Module):
         token_entropy = _binary_entropy(p_pos).sum(-1).mean()
         codebook_entropy = self._codebook_entropy(p_pos)
         entropy_loss = (token_entropy - codebook_entropy) / self.num_bits
-        return QuantizerOutput(codes, bits, entropy_loss, commitment, token_entropy, codebook_entropy)
+        return QuantizerOutput(codes, bits, entropy_loss, commitment, token_entropy, codebook_entropy, z)
 
     def _codebook_entropy(self, p_pos: torch.Tensor) -> torch.Tensor:
         total = p_pos.new_zeros(())

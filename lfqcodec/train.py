@@ -8,6 +8,12 @@ compact fp16 model file that can be copied into ``models/``.
 Losses: L1 + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy penalty (per-token entropy
 low, batch-average entropy high) and the commitment loss, both in fp32. The decoder is trained on
 random bit prefixes (nested LFQ) so each quality level is the same network with fewer bits.
+
+Bit distillation (``distill_steps > 0``): a one-pass encoder leaves quality on the table that an
+encoder-side search over the bits recovers (``lfqcodec.search``). Each training step then runs a
+short batched search from the encoder's latents against the current decoder and adds a
+cross-entropy that teaches the encoder the searched bits, so plain encoding gets part of the
+search's gain at no cost at encode time.
 """
 
 from __future__ import annotations
@@ -56,10 +62,14 @@ class TrainConfig:
     quality_probs: dict[str, float] = field(default_factory=lambda: {"low": 0.25, "medium": 0.45, "high": 0.3})
     log_every: int = 50
     val_every: int = 1000
+    val_frames: int = 17  # frames of each validation clip (1 + 4k; the codec's chunks are 33 frames)
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
     freeze_decoder: bool = False  # train the encoder only, against a fixed decoder
+    distill_steps: int = 0  # per-step bit search (decoder passes) whose bits the encoder is taught; 0 = off
+    distill_lr: float = 0.1  # Adam step of that search on the (unit-scale) latents
+    distill_weight: float = 0.2  # weight of the encoder's cross-entropy against the searched bits
 
 
 def check_quality_probs(probs: dict[str, float], model_cfg: TokenizerConfig) -> None:
@@ -87,11 +97,58 @@ def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: 
     return l1 + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
 
 
+def searched_bits(
+    decoder: torch.nn.Module, latents: torch.Tensor, video: torch.Tensor, keep_bits: torch.Tensor, steps: int, lr: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bits the current decoder turns into a closer picture than the encoder's (batched bit search).
+
+    Adam on a copy of ``latents`` (``N x B x T x h x w``) through a straight-through sign, with
+    bits ``>= keep_bits[n]`` of sample ``n`` dropped as in training; the squared error of each
+    sample is tracked and its best bits kept (never worse than the encoder's own). The decoder's
+    weights get no gradient. Returns ``(bool bits, float mask of the kept bits)``."""
+    channel = torch.arange(latents.shape[1], device=latents.device).view(1, -1, 1, 1, 1)
+    mask = (channel < keep_bits.view(-1, 1, 1, 1, 1)).float()
+    variable = latents.detach().float().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([variable], lr=lr)
+    best_loss = torch.full((latents.shape[0],), math.inf, device=latents.device)
+    best = variable.detach() > 0
+    dtype = next(decoder.parameters()).dtype
+    with torch.enable_grad():
+        for _ in range(steps + 1):
+            hard = torch.where(variable > 0, 1.0, -1.0)
+            codes = (variable + (hard - variable).detach()) * mask
+            per_sample = (decoder(codes.to(dtype)).float() - video.float()).pow(2).mean(dim=(1, 2, 3, 4))
+            better = per_sample.detach() < best_loss
+            best_loss = torch.where(better, per_sample.detach(), best_loss)
+            best = torch.where(better.view(-1, 1, 1, 1, 1), variable.detach() > 0, best)
+            if _ == steps:
+                break
+            (variable.grad,) = torch.autograd.grad(per_sample.sum(), [variable])
+            optimizer.step()
+    return best, mask
+
+
+def distillation_loss(latents: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the encoder's soft bits ``sigmoid(4 z)`` (the quantizer's soft
+    assignment) against ``target`` bits, over the bits ``mask`` keeps (fp32)."""
+    bce = F.binary_cross_entropy_with_logits(4 * latents.float(), target.float(), reduction="none")
+    mask = mask.expand_as(bce)
+    return (bce * mask).sum() / mask.sum().clamp_min(1)
+
+
 def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: TrainConfig, step: int):
     recon, q = model(video, keep_bits)
     boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
     rec = reconstruction_loss(recon, video, cfg.ssim_weight)
     total = rec + cfg.entropy_weight * boost * q.entropy_loss + cfg.commitment_weight * q.commitment_loss
+    distill_stats = {}
+    if cfg.distill_steps > 0:
+        decoder = (model.module if hasattr(model, "module") else model).decoder
+        target, mask = searched_bits(decoder, q.latents, video, keep_bits, cfg.distill_steps, cfg.distill_lr)
+        distill = distillation_loss(q.latents, target, mask)
+        total = total + cfg.distill_weight * distill
+        flipped = ((target != q.bits).float() * mask).sum() / mask.expand_as(target).sum()
+        distill_stats = {"distill": distill.item(), "flipped": flipped.item()}
     stats = {
         "loss": total.item(),
         "rec": rec.item(),
@@ -99,6 +156,7 @@ def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: Tra
         "token_entropy": q.token_entropy.item(),
         "codebook_entropy": q.codebook_entropy.item(),
         "commitment": q.commitment_loss.item(),
+        **distill_stats,
     }
     return total, stats, q.bits
 
@@ -206,7 +264,7 @@ def train(
 
     check_quality_probs(train_cfg.quality_probs, model_cfg)  # before minutes of data preparation
     cached = prepare_cache(data_dirs, out_dir / "cache", exclude={p.name for p in val_clips})
-    validation = load_validation(val_clips, frames=17)
+    validation = load_validation(val_clips, frames=train_cfg.val_frames)
 
     state_path = out_dir / "state.pt"
     step = 0

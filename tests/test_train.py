@@ -9,7 +9,15 @@ from lfqcodec.checkpoint import load_model
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.data import ClipSampler, SamplerConfig
 from lfqcodec.tokenizer import Tokenizer
-from lfqcodec.train import TrainConfig, compute_losses, learning_rate, train, warm_start
+from lfqcodec.train import (
+    TrainConfig,
+    compute_losses,
+    distillation_loss,
+    learning_rate,
+    searched_bits,
+    train,
+    warm_start,
+)
 from lfqcodec.videoio import VideoWriter
 
 
@@ -151,7 +159,7 @@ def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     args = ["train", "--data", data, "--val", val, "--out", out, "--init", tiny_model, "--encoder-blocks", "2,2",
             "--freeze-decoder", "--steps", 2, "--val-every", 2, "--batch", 2, "--frames", 5, "--size", 32,
             "--entropy-weight", 0.05, "--commitment-weight", 0.05, "--quality-mix", "low=1,medium=1",
-            "--device", "cpu"]  # fmt: skip
+            "--distill-steps", 1, "--distill-weight", 0.3, "--device", "cpu"]  # fmt: skip
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 0, result.output
     trained = load_model(out / "lfq-base.safetensors")
@@ -161,6 +169,7 @@ def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     saved = json.loads(torch.load(out / "state.pt", weights_only=True)["train_config"])
     assert saved["entropy_weight"] == saved["commitment_weight"] == 0.05
     assert saved["quality_probs"] == {"low": 1.0, "medium": 1.0}
+    assert saved["distill_steps"] == 1 and saved["distill_weight"] == 0.3
 
     bad = CliRunner().invoke(main, ["train", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "bad"),
                                     "--init", str(tiny_model), "--encoder-blocks", "2,x"])  # fmt: skip
@@ -169,3 +178,46 @@ def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
         bad = CliRunner().invoke(main, ["train", "--data", str(data), "--val", str(val), "--out", str(tmp_path / "bad"),
                                         "--init", str(tiny_model), "--quality-mix", mix])  # fmt: skip
         assert bad.exit_code != 0 and mix.split("=")[0] in bad.output and "Traceback" not in bad.output
+
+
+def _pattern_batch(n: int = 2, frames: int = 5, size: int = 32) -> torch.Tensor:
+    video = torch.from_numpy(moving_pattern(frames, size, size)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    return video.repeat(n, 1, 1, 1, 1)
+
+
+def test_searched_bits_are_never_worse_than_the_encoders():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().eval()
+    video = _pattern_batch()
+    keep = torch.tensor([6, 12])
+    with torch.no_grad():
+        latents = model.encoder(video)
+    bits, mask = searched_bits(model.decoder, latents, video, keep, steps=4, lr=0.3)
+    assert bits.shape == latents.shape and bits.dtype == torch.bool
+    assert mask[0, :6].eq(1).all() and mask[0, 6:].eq(0).all() and mask[1, :12].eq(1).all()
+
+    def error(chosen):
+        with torch.no_grad():
+            return (model.decoder((chosen.float() * 2 - 1) * mask) - video).pow(2).mean(dim=(1, 2, 3, 4))
+
+    start, found = error(latents > 0), error(bits)
+    assert (found <= start + 1e-7).all() and (found < start).any()
+    assert not any(p.grad is not None for p in model.parameters())  # the decoder's weights get no gradient
+
+
+def test_distillation_loss_pulls_the_latents_to_the_target_bits():
+    latents = torch.tensor([[0.5, -0.2, 0.1]]).view(1, 3, 1, 1, 1).requires_grad_(True)
+    target = torch.tensor([[True, True, False]]).view(1, 3, 1, 1, 1)
+    mask = torch.tensor([[1.0, 1.0, 0.0]]).view(1, 3, 1, 1, 1)
+    distillation_loss(latents, target, mask).backward()
+    grad = latents.grad.flatten()
+    assert grad[0] < 0 and grad[1] < 0 and grad[2] == 0  # both kept bits pushed towards +1, the dropped one left
+
+
+def test_training_step_with_distillation_logs_the_flipped_share():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().train()
+    loss, stats, _ = compute_losses(model, _pattern_batch(), torch.tensor([6, 12]), TrainConfig(distill_steps=2), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= stats["flipped"] <= 1 and stats["distill"] > 0
+    assert all(p.grad is not None for p in model.encoder.parameters())

@@ -5,7 +5,8 @@
 Default clips are the two shared clips held out from training (bikes, carphone). For each clip and
 quality the clip's first ``--frames`` frames are encoded to ``.lfq`` (file size, container included,
 gives bits per pixel), decoded to lossless FFV1, and compared with the source frames: PSNR over RGB,
-MS-SSIM (mean over frames), and a flicker measure at chunk boundaries: the mean absolute error of
+MS-SSIM (mean over frames), the mean per-frame PSNR by position in the chunk (first frame, then
+each later latent frame: a decoder that loses quality far from the chunk's start shows it), and a flicker measure at chunk boundaries: the mean absolute error of
 the frame-to-frame change (decoded vs. source) on the first frame of each chunk, next to the same
 measure inside chunks (a decoder that jumps at chunk starts shows a larger first number). A side-by-side PNG (source | decoded) of the middle frame is saved next
 to the JSON, so the pictures can be looked at, not only the numbers.
@@ -61,6 +62,16 @@ def temporal_error(source: np.ndarray, decoded: np.ndarray, starts: list[int]) -
     return float(np.mean(at_starts)) if at_starts else float("nan"), float(np.mean(inside))
 
 
+def psnr_by_chunk_position(per_frame: list[float], starts: list[int], temporal_factor: int = 4) -> list[float]:
+    """Mean per-frame PSNR by position in the chunk: ``[0]`` the chunk's first frame (coded alone),
+    ``[k]`` frames ``4k-3 .. 4k`` after it (the chunk's k-th later latent frame)."""
+    groups: dict[int, list[float]] = {}
+    for t, value in enumerate(per_frame):
+        start = max(s for s in starts if s <= t)
+        groups.setdefault(-(-(t - start) // temporal_factor), []).append(value)
+    return [round(float(np.mean(groups[k])), 2) for k in sorted(groups)]
+
+
 def evaluate(
     clips: list[Path], frames: int, model: str | None, gop: int, out_dir: Path, scenecut: float = DEFAULT_SCENECUT,
     search_steps: int = 0, qualities: tuple[str, ...] = ("low", "medium", "high"),
@@ -88,15 +99,18 @@ def evaluate(
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
                     "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
                     "psnr_per_frame": [round(psnr(ref[i : i + 1], out[i : i + 1]), 2) for i in range(len(ref))],
+                    "psnr_by_chunk_position": None,
                     "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
                     "chunk_starts": starts, "temporal_error_chunk_start": flicker_start,
                     "temporal_error_inside": flicker_inside,
                 })  # fmt: skip
                 r = rows[-1]
+                r["psnr_by_chunk_position"] = psnr_by_chunk_position(r["psnr_per_frame"], starts)
                 print(f"{clip.name:24s} {quality:6s} {r['bpp']:.4f} bpp {r['psnr_rgb']:6.2f} dB "
                       f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps  "
                       f"temporal error at chunk starts {flicker_start:.2f} / inside {flicker_inside:.2f}",
                       file=sys.stderr)  # fmt: skip
+                print(f"{'':24s} PSNR by position in chunk: {r['psnr_by_chunk_position']}", file=sys.stderr)
     return rows
 
 

@@ -263,15 +263,17 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
               help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
                    "as identity; ignored when resuming OUT/state.pt) [default: the --init model's, else the "
                    "built-in architecture].")  # fmt: skip
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
-@click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames per training clip (1 + 4k).")
+@click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
+@click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
+              help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
+                   "decoder never learns their later frames.")  # fmt: skip
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
 @click.option("--max-stride", type=click.IntRange(1), default=2, show_default=True,
               help="Largest temporal stride of video crops (more motion per clip).")
 @click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
               help="Fastest synthetic camera move over photos, pixels per frame.")
 @click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--val-frames", type=click.IntRange(1), default=17, show_default=True,
+@click.option("--val-frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames of each validation clip (33 = a whole default chunk).")
 @click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")

@@ -73,7 +73,7 @@ def to_model_range(frames_uint8: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class SamplerConfig:
-    frames: int = 9  # clip length for video batches (1 + 4k)
+    frames: int = 33  # clip length for video batches (1 + 4k); as long as the codec's chunks
     size: int = 64  # crop side in pixels
     image_size: int = 128  # crop side for still-image batches
     photo_move_fraction: float = 0.25  # share of video samples that are camera moves over photos

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     steps: int = 20000  # total optimizer steps of this run's schedule
-    batch: int = 8  # video clips per step
+    batch: int = 3  # video clips per step (of SamplerConfig.frames frames each)
     image_batch: int = 8  # still images per image step
     image_every: int = 4  # every n-th step is a still-image step
     lr: float = 1e-3
@@ -62,7 +62,7 @@ class TrainConfig:
     quality_probs: dict[str, float] = field(default_factory=lambda: {"low": 0.25, "medium": 0.45, "high": 0.3})
     log_every: int = 50
     val_every: int = 1000
-    val_frames: int = 17  # frames of each validation clip (1 + 4k; the codec's chunks are 33 frames)
+    val_frames: int = 33  # frames of each validation clip (1 + 4k; a whole default chunk)
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores

@@ -90,6 +90,7 @@ def evaluate(
                 starts = [c["first_frame"] for c in lfqcodec.read_info(lfq)["chunks"]]
                 flicker_start, flicker_inside = temporal_error(source, decoded, starts)
                 out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
+                per_frame = [round(psnr(ref[i : i + 1], out[i : i + 1]), 2) for i in range(len(ref))]
                 mid = len(source) // 2
                 suffix = f"-search{search_steps}" if search_steps else ""
                 save_side_by_side(out_dir / f"{clip.stem}-{quality}{suffix}.png", source[mid], decoded[mid])
@@ -98,14 +99,13 @@ def evaluate(
                     "width": source.shape[2], "height": source.shape[1], "file_bytes": enc.file_bytes,
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
                     "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
-                    "psnr_per_frame": [round(psnr(ref[i : i + 1], out[i : i + 1]), 2) for i in range(len(ref))],
-                    "psnr_by_chunk_position": None,
+                    "psnr_per_frame": per_frame,
+                    "psnr_by_chunk_position": psnr_by_chunk_position(per_frame, starts),
                     "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
                     "chunk_starts": starts, "temporal_error_chunk_start": flicker_start,
                     "temporal_error_inside": flicker_inside,
                 })  # fmt: skip
                 r = rows[-1]
-                r["psnr_by_chunk_position"] = psnr_by_chunk_position(r["psnr_per_frame"], starts)
                 print(f"{clip.name:24s} {quality:6s} {r['bpp']:.4f} bpp {r['psnr_rgb']:6.2f} dB "
                       f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps  "
                       f"temporal error at chunk starts {flicker_start:.2f} / inside {flicker_inside:.2f}",

@@ -71,6 +71,17 @@ def bits_to_codes(bits: torch.Tensor, num_bits: int | None = None, dim: int = 1)
     return codes
 
 
+def keep_mask(num_bits: int, keep_bits: torch.Tensor) -> torch.Tensor:
+    """``N x num_bits x 1 x 1 x 1`` float mask: 1 for bits ``< keep_bits[n]`` of sample ``n``, else 0."""
+    channel = torch.arange(num_bits, device=keep_bits.device).view(1, -1, 1, 1, 1)
+    return (channel < keep_bits.view(-1, 1, 1, 1, 1)).float()
+
+
+def straight_through_sign(z: torch.Tensor) -> torch.Tensor:
+    """``+1`` where ``z > 0`` else ``-1`` (the bit rule), with the gradient of the identity."""
+    return z + (torch.where(z > 0, 1.0, -1.0).to(z.dtype) - z).detach()
+
+
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(1e-6, 1 - 1e-6)
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))
@@ -103,10 +114,9 @@ class LookupFreeQuantizer(nn.Module):
         z = z.float()
         bits = z > 0
         hard = bits.float() * 2 - 1
-        codes = z + (hard - z).detach()  # straight-through estimator
+        codes = straight_through_sign(z)
         if keep_bits is not None:
-            channel = torch.arange(self.num_bits, device=z.device).view(1, -1, 1, 1, 1)
-            codes = codes * (channel < keep_bits.view(-1, 1, 1, 1, 1)).float()
+            codes = codes * keep_mask(self.num_bits, keep_bits.to(z.device))
 
         commitment = (z - hard).pow(2).mean()
         p_pos = torch.sigmoid(4.0 * z / self.temperature).movedim(1, -1).reshape(-1, self.num_bits)

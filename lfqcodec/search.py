@@ -24,6 +24,7 @@ from itertools import pairwise
 
 import torch
 
+from .quantizer import straight_through_sign
 from .tokenizer import Tokenizer
 
 
@@ -41,11 +42,6 @@ def _spans(size: int, tile: int) -> list[tuple[int, int]]:
     count = -(-size // max(1, tile))
     edges = [round(i * size / count) for i in range(count + 1)]
     return list(pairwise(edges))
-
-
-def _hard_sign(z: torch.Tensor) -> torch.Tensor:
-    """``+1`` where ``z > 0`` else ``-1`` (the encoder's bit rule), with a straight-through gradient."""
-    return z + (torch.where(z > 0, 1.0, -1.0).to(z.dtype) - z).detach()
 
 
 def search_bits(
@@ -103,7 +99,7 @@ def _search_tile(
     for _ in range(cfg.steps):
         latents = context.clone()
         latents[inner] = variable
-        codes = torch.cat([_hard_sign(latents), dropped.float()], dim=1).to(dtype)
+        codes = torch.cat([straight_through_sign(latents), dropped.float()], dim=1).to(dtype)
         loss = _loss(tokenizer.decoder(codes, first=True).float() - target, previous_error, cfg.temporal_weight)
         if loss.item() < best_loss:
             best_loss, best = loss.item(), variable.detach().clone()

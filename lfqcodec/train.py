@@ -37,6 +37,7 @@ from .config import TokenizerConfig
 from .data import ClipSampler, SamplerConfig, prepare_cache, to_model_range
 from .errors import LfqError
 from .metrics import ms_ssim, psnr, ssim
+from .quantizer import keep_mask, straight_through_sign
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -106,22 +107,20 @@ def searched_bits(
     bits ``>= keep_bits[n]`` of sample ``n`` dropped as in training; the squared error of each
     sample is tracked and its best bits kept (never worse than the encoder's own). The decoder's
     weights get no gradient. Returns ``(bool bits, float mask of the kept bits)``."""
-    channel = torch.arange(latents.shape[1], device=latents.device).view(1, -1, 1, 1, 1)
-    mask = (channel < keep_bits.view(-1, 1, 1, 1, 1)).float()
+    mask = keep_mask(latents.shape[1], keep_bits.to(latents.device))
     variable = latents.detach().float().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([variable], lr=lr)
     best_loss = torch.full((latents.shape[0],), math.inf, device=latents.device)
     best = variable.detach() > 0
     dtype = next(decoder.parameters()).dtype
     with torch.enable_grad():
-        for _ in range(steps + 1):
-            hard = torch.where(variable > 0, 1.0, -1.0)
-            codes = (variable + (hard - variable).detach()) * mask
+        for step in range(steps + 1):
+            codes = straight_through_sign(variable) * mask
             per_sample = (decoder(codes.to(dtype)).float() - video.float()).pow(2).mean(dim=(1, 2, 3, 4))
             better = per_sample.detach() < best_loss
             best_loss = torch.where(better, per_sample.detach(), best_loss)
             best = torch.where(better.view(-1, 1, 1, 1, 1), variable.detach() > 0, best)
-            if _ == steps:
+            if step == steps:  # the last step's bits are scored, not moved
                 break
             (variable.grad,) = torch.autograd.grad(per_sample.sum(), [variable])
             optimizer.step()

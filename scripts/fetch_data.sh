@@ -3,7 +3,8 @@
 #   scripts/fetch_data.sh [CACHE_DIR]      (default: ~/.cache/lfqcodec/data)
 # Sources (see ../shared/data/SOURCES.md): the project's shared clips and photos, plus
 # Debian packages reachable from this machine: opencv-doc (vtest.avi, tree.avi) and
-# two wallpaper packages (high-resolution real photos for synthetic camera moves).
+# two wallpaper packages (high-resolution real photos for synthetic camera moves), and PyPI's
+# iscc-samples sdist (a real 60 s, 1,441-frame 176x144 music-session clip, CC-BY-4.0).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${1:-$HOME/.cache/lfqcodec/data}
@@ -28,4 +29,14 @@ d=$cache/debs/opencv-doc/usr/share/doc/opencv-doc/examples/data
 for f in vtest.avi tree.avi; do [ -f "$d/$f" ] && cp -n "$d/$f" "$cache/video/"; done
 find "$cache/debs/lomiri-wallpapers-16.04" "$cache/debs/mate-backgrounds" -type f \
   \( -iname '*.jpg' -o -iname '*.png' \) -exec cp -n {} "$cache/images/" \; 2>/dev/null || true
+if [ ! -f "$cache/video/iscc-demo.mp4" ]; then  # pip is the registry client here; the sdist is 54 MB
+  tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps --no-binary :all: iscc-samples==0.6.0 -d "$tmp" >/dev/null 2>&1; then
+    tar -xzf "$tmp"/iscc_samples-*.tar.gz -C "$tmp" --wildcards '*/files/video/demo.mp4' \
+      && cp "$tmp"/iscc_samples-*/iscc_samples/files/video/demo.mp4 "$cache/video/iscc-demo.mp4"
+  else
+    echo "fetch_data: could not fetch iscc-samples, skipping" >&2
+  fi
+  rm -rf "$tmp"
+fi
 echo "videos: $(ls "$cache/video" | wc -l), images: $(ls "$cache/images" | wc -l) in $cache"

@@ -550,7 +550,6 @@ def export_tokens(
     arrays.update({k: np.int64(v) for k, v in tokens.meta.items()})
     if tokens.sub_indices is not None:
         arrays.update(sub_indices=tokens.sub_indices, sub_bits=np.int64(tokens.sub_bits))
-    with atomic_output(dst) as tmp:
-        with open(tmp, "wb") as out:
-            np.savez(out, **arrays)
+    with atomic_output(dst) as tmp, open(tmp, "wb") as out:
+        np.savez(out, **arrays)
     return tokens

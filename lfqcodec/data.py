@@ -57,7 +57,7 @@ def prepare_cache(sources: list[Path], cache_dir: Path, exclude: set[str] = froz
 
 
 def _limit_side(frames: np.ndarray, max_side: int) -> np.ndarray:
-    t, h, w, _ = frames.shape
+    _, h, w, _ = frames.shape
     factor = max(h, w) / max_side
     if factor <= 1:
         return frames
@@ -162,8 +162,8 @@ class ClipSampler:
         for t in range(n):
             yc, xc = cy + np.sin(angle) * speed * t, cx + np.cos(angle) * speed * t
             half = sides[t] / 2
-            y0, x0 = int(round(yc - half)), int(round(xc - half))
-            s = max(size, int(round(sides[t])))
+            y0, x0 = round(yc - half), round(xc - half)
+            s = max(size, round(sides[t]))
             patch = torch.from_numpy(np.array(photo[y0 : y0 + s, x0 : x0 + s])).permute(2, 0, 1)
             patch = F.interpolate(patch[None].float(), size=(size, size), mode="bilinear", antialias=True)[0]
             frames.append(patch)

@@ -111,7 +111,10 @@ class LookupFreeQuantizer(nn.Module):
         ``keep_bits`` (``N`` ints, optional) zeroes bits ``>= keep_bits[n]`` of sample ``n`` in the
         returned codes, so the decoder learns to work from any prefix of the bits.
         """
-        z = z.float()
+        with torch.autocast(z.device.type, enabled=False):  # bf16 entropy terms are wrong, not just coarse
+            return self._quantize(z.float(), keep_bits)
+
+    def _quantize(self, z: torch.Tensor, keep_bits: torch.Tensor | None) -> QuantizerOutput:
         bits = z > 0
         hard = bits.float() * 2 - 1
         codes = straight_through_sign(z)

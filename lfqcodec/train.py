@@ -1,6 +1,7 @@
 """Training loop for the tokenizer (``lfqcodec train``).
 
-One script for the CPU and CUDA: bf16 autocast on CUDA, DistributedDataParallel when started by
+One script for the CPU and CUDA: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 /
+AMX, about 2x faster per step than fp32 on this project's 2-core machine), DistributedDataParallel when started by
 ``torchrun`` (``WORLD_SIZE > 1``). Everything bulky (full training state, logs) goes to
 ``--out`` (a folder outside the repository); the best EMA weights are also written there as a
 compact fp16 model file that can be copied into ``models/``.
@@ -67,6 +68,7 @@ class TrainConfig:
     checkpoint_minutes: float = 5.0
     seed: int = 0
     threads: int = 0  # torch CPU threads; 0 = all cores
+    bf16: bool | None = None  # bf16 autocast; None = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)
     freeze_decoder: bool = False  # train the encoder only, against a fixed decoder
     distill_steps: int = 0  # per-step bit search (decoder passes) whose bits the encoder is taught; 0 = off
     distill_lr: float = 0.1  # Adam step of that search on the (unit-scale) latents
@@ -90,7 +92,19 @@ def learning_rate(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def bf16_autocast_default(dev: torch.device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs whose oneDNN has native bf16; elsewhere it is emulated (slow)."""
+    if dev.type == "cuda":
+        return True
+    return dev.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
+    with torch.autocast(recon.device.type, enabled=False):  # SSIM's variances go negative (-inf loss) in bf16
+        return _reconstruction_loss(recon, target, ssim_weight)
+
+
+def _reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
     l1 = (recon.float() - target.float()).abs().mean()
     if ssim_weight == 0 or min(target.shape[-2:]) < 16:
         return l1
@@ -254,7 +268,7 @@ def train(
         dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
         rank = dist.get_rank()
     if device == "auto":
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu"
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
     torch.set_num_threads(train_cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(train_cfg.seed + rank)
@@ -302,7 +316,10 @@ def train(
     probs = np.array([train_cfg.quality_probs[q] for q in qualities], dtype=float)
     probs /= probs.sum()
     rng = np.random.default_rng(train_cfg.seed + 1000 + rank + 7919 * step)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    use_bf16 = bf16_autocast_default(dev) if train_cfg.bf16 is None else train_cfg.bf16
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=use_bf16)
+    if is_main:
+        log.info("bf16 autocast: %s (%s)", "on" if use_bf16 else "off", dev)
     train_log = open(out_dir / "train.jsonl", "a") if is_main else None
     val_log = open(out_dir / "val.jsonl", "a") if is_main else None
     last_checkpoint = time.time()

@@ -169,5 +169,5 @@ class VideoWriter:
     def abort(self) -> None:
         try:
             self.container.close()
-        except Exception:
+        except Exception:  # noqa: BLE001, S110 - best-effort cleanup; the caller is already raising
             pass

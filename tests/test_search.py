@@ -1,3 +1,4 @@
+import itertools
 from fractions import Fraction
 
 import numpy as np
@@ -16,7 +17,7 @@ def test_spans_cover_the_grid_in_near_equal_tiles():
     for size in range(1, 40):
         spans = _spans(size, 7)
         assert spans[0][0] == 0 and spans[-1][1] == size
-        assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+        assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))
         assert all(0 < hi - lo <= 7 for lo, hi in spans)
 
 

@@ -11,9 +11,11 @@ from lfqcodec.data import ClipSampler, SamplerConfig
 from lfqcodec.tokenizer import Tokenizer
 from lfqcodec.train import (
     TrainConfig,
+    bf16_autocast_default,
     compute_losses,
     distillation_loss,
     learning_rate,
+    reconstruction_loss,
     searched_bits,
     train,
     warm_start,
@@ -31,7 +33,7 @@ def test_training_steps_reduce_the_loss():
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for step in range(30):
-        loss, stats, bits = compute_losses(model, video, keep, cfg, step)
+        loss, stats, _ = compute_losses(model, video, keep, cfg, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -221,3 +223,23 @@ def test_training_step_with_distillation_logs_the_flipped_share():
     loss.backward()
     assert torch.isfinite(loss) and 0 <= stats["flipped"] <= 1 and stats["distill"] > 0
     assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_losses_are_fp32_under_bf16_autocast():
+    """bf16 SSIM gave -inf losses and bf16 entropy terms were off: both must ignore autocast."""
+    torch.manual_seed(0)
+    recon, target = torch.rand(2, 3, 5, 32, 32) * 2 - 1, torch.rand(2, 3, 5, 32, 32) * 2 - 1
+    z = torch.randn(2, TINY_CONFIG.num_bits, 2, 4, 4)
+    quantizer = tiny_tokenizer().quantizer
+    reference_rec, reference_q = reconstruction_loss(recon, target, 0.2), quantizer(z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rec, q = reconstruction_loss(recon, target, 0.2), quantizer(z)
+    assert rec.dtype == torch.float32 and torch.allclose(rec, reference_rec)
+    for name in ("entropy_loss", "commitment_loss", "token_entropy", "codebook_entropy"):
+        value = getattr(q, name)
+        assert value.dtype == torch.float32 and torch.allclose(value, getattr(reference_q, name)), name
+
+
+def test_bf16_default_follows_the_device():
+    assert bf16_autocast_default(torch.device("cuda"))
+    assert bf16_autocast_default(torch.device("cpu")) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())

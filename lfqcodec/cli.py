@@ -262,6 +262,9 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
               help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
                    "as identity; ignored when resuming OUT/state.pt) [default: the --init model's, else the "
                    "built-in architecture].")  # fmt: skip
+@click.option("--decoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
+              help="Residual blocks per decoder level, finest first (the shipped model has 2,4: 2 at 1/4 "
+                   "resolution, 4 at 1/8); grows the --init model's decoder the same way.")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
@@ -282,7 +285,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @device_option
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, commitment_weight,
-          distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, batch, frames, size, max_stride, pan_speed,
+          distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed,
           val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
@@ -302,11 +305,12 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
         if not path.exists():
             raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
     model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
-    if encoder_blocks:
-        try:
-            model_cfg = dataclasses.replace(model_cfg, encoder_blocks=encoder_blocks)
-        except ValueError as exc:
-            raise LfqError(f"--encoder-blocks: {exc}") from None
+    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks)):
+        if blocks:
+            try:
+                model_cfg = dataclasses.replace(model_cfg, **{option: blocks})
+            except ValueError as exc:
+                raise LfqError(f"--{option.replace('_', '-')}: {exc}") from None
     run_training(
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,

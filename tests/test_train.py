@@ -151,6 +151,37 @@ def test_warm_start_into_a_grown_encoder_keeps_the_bits():
     assert torch.equal(grown.encode(video), small.encode(video))
 
 
+def test_warm_start_into_a_grown_decoder_keeps_the_reconstruction():
+    """Extra decoder blocks start as identity too: same bits, same pictures at step 0."""
+    torch.manual_seed(0)
+    small = tiny_tokenizer().eval()
+    for _, param in small.decoder.named_parameters():  # non-zero everywhere, as after training
+        param.data.add_(0.01 * torch.randn_like(param))
+    grown = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "decoder_blocks": (3, 1)})).eval()
+    fresh = warm_start(grown, small)
+    assert fresh and all(name.startswith(("decoder.levels.1.1.", "decoder.levels.1.2.")) for name in fresh)
+    video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
+    with torch.no_grad():
+        bits = small.encode(video)
+        assert torch.allclose(grown.decode(bits), small.decode(bits), atol=1e-6)
+
+
+def test_cli_train_grows_the_decoder_in_fp32(tmp_path, tiny_model):
+    from click.testing import CliRunner
+
+    from lfqcodec.cli import main
+
+    data, val = _training_data(tmp_path)
+    out = tmp_path / "run"
+    args = ["train", "--data", data, "--val", val, "--out", out, "--init", tiny_model, "--decoder-blocks", "2,1",
+            "--precision", "fp32", "--steps", 1, "--val-every", 1, "--batch", 1, "--frames", 5, "--size", 32,
+            "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 0, result.output
+    assert load_model(out / "lfq-base.safetensors").config.decoder_blocks == (2, 1)
+    assert json.loads(torch.load(out / "state.pt", weights_only=True)["train_config"])["bf16"] is False
+
+
 def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     from click.testing import CliRunner
 

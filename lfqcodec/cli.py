@@ -263,8 +263,8 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
                    "as identity; ignored when resuming OUT/state.pt) [default: the --init model's, else the "
                    "built-in architecture].")  # fmt: skip
 @click.option("--decoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
-              help="Residual blocks per decoder level, finest first (the shipped model has 2,4: 2 at 1/4 "
-                   "resolution, 4 at 1/8); grows the --init model's decoder the same way.")  # fmt: skip
+              help="Residual blocks per decoder level, finest first, e.g. 6,4 (6 at 1/4 resolution, 4 at 1/8); "
+                   "grows the --init model's decoder the same way.")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
@@ -281,7 +281,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="Training arithmetic: bf16 autocast (fp32 weights and quantizer losses) or fp32; auto = bf16 on "
-                   "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~2x faster there), else fp32.")
+                   "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~1.8x faster there), else fp32.")
 @device_option
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, commitment_weight,

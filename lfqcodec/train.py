@@ -1,7 +1,7 @@
 """Training loop for the tokenizer (``lfqcodec train``).
 
 One script for the CPU and CUDA: bf16 autocast on CUDA and on CPUs with native bf16 (AVX512-BF16 /
-AMX, about 2x faster per step than fp32 on this project's 2-core machine), DistributedDataParallel when started by
+AMX: 1.8x faster per step than fp32 on this project's 2-core Xeon), DistributedDataParallel when started by
 ``torchrun`` (``WORLD_SIZE > 1``). Everything bulky (full training state, logs) goes to
 ``--out`` (a folder outside the repository); the best EMA weights are also written there as a
 compact fp16 model file that can be copied into ``models/``.

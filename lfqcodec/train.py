@@ -96,7 +96,10 @@ def bf16_autocast_default(dev: torch.device) -> bool:
     """bf16 autocast pays on CUDA and on CPUs whose oneDNN has native bf16; elsewhere it is emulated (slow)."""
     if dev.type == "cuda":
         return True
-    return dev.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    try:  # a private torch probe (present in 2.x); without it, stay in fp32
+        return dev.type == "cpu" and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:

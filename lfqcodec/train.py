@@ -6,7 +6,7 @@ AMX: 1.8x faster per step than fp32 on this project's 2-core Xeon), DistributedD
 ``--out`` (a folder outside the repository); the best EMA weights are also written there as a
 compact fp16 model file that can be copied into ``models/``.
 
-Losses: L1 + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy penalty (per-token entropy
+Losses: L1 (or RMSE, ``pixel_loss``) + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy penalty (per-token entropy
 low, batch-average entropy high) and the commitment loss, both in fp32. The decoder is trained on
 random bit prefixes (nested LFQ) so each quality level is the same network with fewer bits.
 
@@ -57,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     ssim_weight: float = 0.2
+    pixel_loss: str = "l1"  # "l1", or "rmse": the root of the batch's mean squared error (PSNR's own measure, L1's scale)
     entropy_weight: float = 0.1
     entropy_boost: float = 3.0  # entropy weight multiplier at step 0, annealed to 1 by `entropy_anneal`
     entropy_anneal: int = 2000
@@ -102,17 +103,27 @@ def bf16_autocast_default(dev: torch.device) -> bool:
         return False
 
 
-def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
+PIXEL_LOSSES = ("l1", "rmse")
+
+
+def reconstruction_loss(
+    recon: torch.Tensor, target: torch.Tensor, ssim_weight: float, pixel_loss: str = "l1"
+) -> torch.Tensor:
     with torch.autocast(recon.device.type, enabled=False):  # SSIM's variances go negative (-inf loss) in bf16
-        return _reconstruction_loss(recon, target, ssim_weight)
+        return _reconstruction_loss(recon, target, ssim_weight, pixel_loss)
 
 
-def _reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float) -> torch.Tensor:
-    l1 = (recon.float() - target.float()).abs().mean()
+def _reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight: float, pixel_loss: str) -> torch.Tensor:
+    if pixel_loss not in PIXEL_LOSSES:
+        raise LfqError(f"pixel loss {pixel_loss!r}: choose one of {', '.join(PIXEL_LOSSES)}")
+    error = recon.float() - target.float()
+    # RMSE, not MSE: minimising it minimises the MSE (maximises PSNR) while its gradient keeps L1's scale
+    # against the entropy and commitment terms (MSE's would be ~10x smaller at 25 dB).
+    pixel = error.abs().mean() if pixel_loss == "l1" else error.pow(2).mean().add(1e-12).sqrt()
     if ssim_weight == 0 or min(target.shape[-2:]) < 16:
-        return l1
+        return pixel
     frames = lambda v: v.float().transpose(1, 2).reshape(-1, 3, *v.shape[-2:]) + 1
-    return l1 + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
+    return pixel + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
 
 
 def searched_bits(
@@ -155,7 +166,7 @@ def distillation_loss(latents: torch.Tensor, target: torch.Tensor, mask: torch.T
 def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: TrainConfig, step: int):
     recon, q = model(video, keep_bits)
     boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
-    rec = reconstruction_loss(recon, video, cfg.ssim_weight)
+    rec = reconstruction_loss(recon, video, cfg.ssim_weight, cfg.pixel_loss)
     total = rec + cfg.entropy_weight * boost * q.entropy_loss + cfg.commitment_weight * q.commitment_loss
     distill_stats = {}
     if cfg.distill_steps > 0:

@@ -2,12 +2,14 @@ import json
 from fractions import Fraction
 
 import numpy as np
+import pytest
 import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 
 from lfqcodec.checkpoint import load_model
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.data import ClipSampler, SamplerConfig
+from lfqcodec.errors import LfqError
 from lfqcodec.tokenizer import Tokenizer
 from lfqcodec.train import (
     TrainConfig,
@@ -274,3 +276,20 @@ def test_losses_are_fp32_under_bf16_autocast():
 def test_bf16_default_follows_the_device():
     assert bf16_autocast_default(torch.device("cuda"))
     assert bf16_autocast_default(torch.device("cpu")) == bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+def test_rmse_pixel_loss_is_the_root_mean_squared_error():
+    recon, target = torch.zeros(1, 3, 1, 8, 8), torch.zeros(1, 3, 1, 8, 8)
+    recon[..., :2, :] = 0.5  # a quarter of the pixels off by 0.5
+    assert reconstruction_loss(recon, target, 0.0, "rmse").item() == pytest.approx(0.25)
+    assert reconstruction_loss(recon, target, 0.0, "l1").item() == pytest.approx(0.125)
+    with pytest.raises(LfqError, match="pixel loss"):
+        reconstruction_loss(recon, target, 0.0, "l2")
+
+
+def test_rmse_training_step_runs():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().train()
+    loss, stats, _ = compute_losses(model, _pattern_batch(), torch.tensor([6, 12]), TrainConfig(pixel_loss="rmse"), 0)
+    loss.backward()
+    assert torch.isfinite(loss) and stats["rec"] > 0

@@ -253,6 +253,9 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
                    "optimises PSNR itself).")  # fmt: skip
 @click.option("--ssim-weight", type=click.FloatRange(0), default=0.2, show_default=True,
               help="Weight of the (1 - SSIM) term of the reconstruction loss.")
+@click.option("--decorrelation-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the bits' mean squared correlation inside a clip (asks each bit for new "
+                   "information; logged as bit_correlation either way).")  # fmt: skip
 @click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
 @click.option("--distill-steps", type=click.IntRange(0), default=0, show_default=True,
               help="Bit-search steps per training step; the encoder is taught the searched bits (0 = off).")
@@ -289,7 +292,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
                    "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~1.8x faster there), else fp32.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss, ssim_weight,
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss, ssim_weight, decorrelation_weight,
           commitment_weight,
           distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed,
           val_every, val_frames, init, name, precision, device):  # fmt: skip
@@ -321,7 +324,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
                     commitment_weight=commitment_weight, pixel_loss=pixel_loss,
-                    ssim_weight=ssim_weight, batch=batch, distill_steps=distill_steps,
+                    ssim_weight=ssim_weight, decorrelation_weight=decorrelation_weight, batch=batch, distill_steps=distill_steps,
                     distill_weight=distill_weight, distill_lr=distill_lr,
                     **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",

@@ -82,6 +82,26 @@ def straight_through_sign(z: torch.Tensor) -> torch.Tensor:
     return z + (torch.where(z > 0, 1.0, -1.0).to(z.dtype) - z).detach()
 
 
+def bit_correlation(latents: torch.Tensor) -> torch.Tensor:
+    """Mean squared correlation between two different bits of a token, over the tokens of each sample.
+
+    The bits' soft values ``tanh(2 z)`` (the quantizer's soft assignment ``sigmoid(4 z)`` rescaled to
+    [-1, 1]) of each sample in ``N x B x T x H x W`` are correlated over its ``T x H x W`` tokens; the
+    result (fp32 scalar, 0 for independent bits, 1 for copies) is averaged over the ``B (B - 1)``
+    pairs and the samples. The entropy penalty makes each group of bits uniform over a batch but says
+    nothing about one bit repeating another inside a clip: a bit that a linear function of the
+    others predicts adds rate and little information. Minimised as a loss it asks every bit for
+    information of its own."""
+    with torch.autocast(latents.device.type, enabled=False):
+        soft = torch.tanh(2 * latents.float()).flatten(2)  # N x B x tokens
+        soft = soft - soft.mean(-1, keepdim=True)
+        soft = soft / soft.pow(2).mean(-1, keepdim=True).add(1e-4).sqrt()
+        corr = soft @ soft.transpose(1, 2) / soft.shape[-1]  # N x B x B
+        num_bits = corr.shape[-1]
+        off_diagonal = corr - torch.diag_embed(torch.diagonal(corr, dim1=1, dim2=2))
+        return off_diagonal.pow(2).sum((1, 2)).mean() / max(1, num_bits * (num_bits - 1))
+
+
 def _binary_entropy(p: torch.Tensor) -> torch.Tensor:
     p = p.clamp(1e-6, 1 - 1e-6)
     return -(p * torch.log2(p) + (1 - p) * torch.log2(1 - p))

@@ -38,7 +38,7 @@ from .config import TokenizerConfig
 from .data import ClipSampler, SamplerConfig, prepare_cache, to_model_range
 from .errors import LfqError
 from .metrics import ms_ssim, psnr, ssim
-from .quantizer import keep_mask, straight_through_sign
+from .quantizer import bit_correlation, keep_mask, straight_through_sign
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class TrainConfig:
     distill_steps: int = 0  # per-step bit search (decoder passes) whose bits the encoder is taught; 0 = off
     distill_lr: float = 0.1  # Adam step of that search on the (unit-scale) latents
     distill_weight: float = 0.2  # weight of the encoder's cross-entropy against the searched bits
+    decorrelation_weight: float = 0.0  # weight of the bits' mean squared correlation inside a clip (0 = logged only)
 
 
 def check_quality_probs(probs: dict[str, float], model_cfg: TokenizerConfig) -> None:
@@ -168,6 +169,9 @@ def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: Tra
     boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
     rec = reconstruction_loss(recon, video, cfg.ssim_weight, cfg.pixel_loss)
     total = rec + cfg.entropy_weight * boost * q.entropy_loss + cfg.commitment_weight * q.commitment_loss
+    correlation = bit_correlation(q.latents)
+    if cfg.decorrelation_weight > 0:
+        total = total + cfg.decorrelation_weight * correlation
     distill_stats = {}
     if cfg.distill_steps > 0:
         decoder = (model.module if hasattr(model, "module") else model).decoder
@@ -183,6 +187,7 @@ def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: Tra
         "token_entropy": q.token_entropy.item(),
         "codebook_entropy": q.codebook_entropy.item(),
         "commitment": q.commitment_loss.item(),
+        "bit_correlation": correlation.item(),
         **distill_stats,
     }
     return total, stats, q.bits

@@ -1,7 +1,9 @@
+import pytest
 import torch
 
 from lfqcodec.quantizer import (
     LookupFreeQuantizer,
+    bit_correlation,
     bits_to_codes,
     bits_to_indices,
     factorize_indices,
@@ -66,3 +68,14 @@ def test_entropy_penalty_prefers_confident_diverse_tokens():
     unsure = torch.randn(1, 8, 1, 64, 64) * 0.01  # signs near zero
     assert q(diverse).entropy_loss < q(collapsed).entropy_loss
     assert q(diverse).entropy_loss < q(unsure).entropy_loss
+
+
+def test_bit_correlation_is_zero_for_independent_bits_and_one_for_copies():
+    torch.manual_seed(0)
+    independent = torch.randn(2, 8, 4, 16, 16)
+    assert bit_correlation(independent).item() < 0.01
+    copies = independent[:, :1].repeat(1, 8, 1, 1, 1)
+    assert bit_correlation(copies).item() == pytest.approx(1.0, abs=1e-3)
+    latents = independent.clone().requires_grad_(True)
+    bit_correlation(latents).backward()
+    assert torch.isfinite(latents.grad).all()

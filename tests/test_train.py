@@ -293,3 +293,15 @@ def test_rmse_training_step_runs():
     loss, stats, _ = compute_losses(model, _pattern_batch(), torch.tensor([6, 12]), TrainConfig(pixel_loss="rmse"), 0)
     loss.backward()
     assert torch.isfinite(loss) and stats["rec"] > 0
+
+
+def test_decorrelation_weight_adds_the_bit_correlation_to_the_loss():
+    torch.manual_seed(0)
+    model = tiny_tokenizer().train()
+    batch, keep = _pattern_batch(), torch.tensor([6, 12])
+    torch.manual_seed(1)
+    plain, plain_stats, _ = compute_losses(model, batch, keep, TrainConfig(), 0)
+    torch.manual_seed(1)
+    weighted, stats, _ = compute_losses(model, batch, keep, TrainConfig(decorrelation_weight=2.0), 0)
+    assert 0 < stats["bit_correlation"] <= 1
+    assert weighted.item() == pytest.approx(plain.item() + 2.0 * plain_stats["bit_correlation"], rel=1e-5)

@@ -292,9 +292,8 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
                    "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~1.8x faster there), else fp32.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss, ssim_weight, decorrelation_weight,
-          commitment_weight,
-          distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed,
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss,
+          ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed,
           val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
@@ -323,8 +322,8 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     run_training(
         model_cfg,
         TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
-                    commitment_weight=commitment_weight, pixel_loss=pixel_loss,
-                    ssim_weight=ssim_weight, decorrelation_weight=decorrelation_weight, batch=batch, distill_steps=distill_steps,
+                    commitment_weight=commitment_weight, pixel_loss=pixel_loss, ssim_weight=ssim_weight,
+                    decorrelation_weight=decorrelation_weight, batch=batch, distill_steps=distill_steps,
                     distill_weight=distill_weight, distill_lr=distill_lr,
                     **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",

@@ -6,9 +6,10 @@ AMX: 1.8x faster per step than fp32 on this project's 2-core Xeon), DistributedD
 ``--out`` (a folder outside the repository); the best EMA weights are also written there as a
 compact fp16 model file that can be copied into ``models/``.
 
-Losses: L1 (or RMSE, ``pixel_loss``) + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy penalty (per-token entropy
-low, batch-average entropy high) and the commitment loss, both in fp32. The decoder is trained on
-random bit prefixes (nested LFQ) so each quality level is the same network with fewer bits.
+Losses: L1 (or RMSE, ``pixel_loss``) + ``ssim_weight`` x (1 - SSIM) on pixels, plus the LFQ entropy
+penalty (per-token entropy low, batch-average entropy high) and the commitment loss, both in fp32,
+and optionally the bits' correlation inside a clip (``decorrelation_weight``). The decoder is trained
+on random bit prefixes (nested LFQ) so each quality level is the same network with fewer bits.
 
 Bit distillation (``distill_steps > 0``): a one-pass encoder leaves quality on the table that an
 encoder-side search over the bits recovers (``lfqcodec.search``). Each training step then runs a

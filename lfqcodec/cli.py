@@ -293,8 +293,8 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @device_option
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss,
-          ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix, encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed,
-          val_every, val_frames, init, name, precision, device):  # fmt: skip
+          ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
+          encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
     import logging

@@ -17,13 +17,11 @@ import platform
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
+from bit_stats import first_chunk  # this folder: the same first-chunk loader
 
 from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
 from lfqcodec.search import SearchConfig, search_bits
-from lfqcodec.videoio import read_video_frames
 
 HERE = Path(__file__).resolve().parent
 
@@ -39,16 +37,8 @@ def main() -> None:
     loaded = load_model(args.model)
     tokenizer = loaded.tokenizer.eval()
     keep = tokenizer.cfg.quality_bits[args.quality]
-    frames = []
-    for frame in read_video_frames(args.clip):
-        frames.append(frame)
-        if len(frames) == args.frames:
-            break
-    f, s = tokenizer.cfg.temporal_factor, tokenizer.cfg.spatial_factor
-    count = 1 + (len(frames) - 1) // f * f
-    arr = np.stack(frames[:count])
-    arr = np.ascontiguousarray(arr[:, : arr.shape[1] // s * s, : arr.shape[2] // s * s])
-    video = to_model_range(torch.from_numpy(arr)).transpose(0, 1)[None]
+    video = first_chunk(args.clip, args.frames, tokenizer)
+    count, height, width = video.shape[2:]
     with torch.no_grad():
         latents = tokenizer.encoder(video)
     searched = search_bits(tokenizer, video, latents, keep, SearchConfig(steps=args.steps))[:, :keep]
@@ -62,7 +52,7 @@ def main() -> None:
         "model": {"name": loaded.name, "sha256": loaded.sha256},
         "clip": args.clip.name,
         "frames": count,
-        "size": [arr.shape[2], arr.shape[1]],
+        "size": [width, height],
         "quality": args.quality,
         "search_steps": args.steps,
         "flipped": round(flipped.float().mean().item(), 4),

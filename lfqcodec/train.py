@@ -170,9 +170,12 @@ def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: Tra
     boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
     rec = reconstruction_loss(recon, video, cfg.ssim_weight, cfg.pixel_loss)
     total = rec + cfg.entropy_weight * boost * q.entropy_loss + cfg.commitment_weight * q.commitment_loss
-    correlation = bit_correlation(q.latents)
     if cfg.decorrelation_weight > 0:
+        correlation = bit_correlation(q.latents)
         total = total + cfg.decorrelation_weight * correlation
+    else:  # logged only: no graph to build
+        with torch.no_grad():
+            correlation = bit_correlation(q.latents)
     distill_stats = {}
     if cfg.distill_steps > 0:
         decoder = (model.module if hasattr(model, "module") else model).decoder

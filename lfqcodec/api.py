@@ -30,6 +30,7 @@ from . import __version__
 from .atomic import atomic_output, check_destination
 from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, LfqWriter, StreamHeader
+from .device import select_device
 from .errors import FormatError, LfqError, ModelError
 from .layers import streaming
 from .quantizer import bits_to_indices, factorize_indices
@@ -41,23 +42,6 @@ from .videoio import VideoSource, VideoWriter, check_output_format
 DEFAULT_GOP = 33  # frames per independently decodable chunk (1 + 4k)
 DEFAULT_ZSTD_LEVEL = 19
 DEFAULT_WINDOW = 2  # latent frames coded per step (memory vs. speed)
-
-
-def select_device(device: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when present. On CUDA, TF32 is switched off so that the bitstream matches
-    the CPU's (see docs/FORMAT.md, "Determinism")."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise LfqError("--device cuda was asked for, but no CUDA device is available")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-    elif device != "cpu":
-        raise LfqError(f"unknown device {device!r} (use auto, cpu or cuda)")
-    if device == "cpu" and os.cpu_count():
-        torch.set_num_threads(os.cpu_count())
-    return torch.device(device)
 
 
 def _to_model(frames: list[np.ndarray], grid: tuple[int, int], factor: int, device: torch.device) -> torch.Tensor:

@@ -40,6 +40,7 @@ import av
 import numpy as np
 import torch
 
+from .atomic import atomic_open, check_destination
 from .checkpoint import LoadedModel, load_model
 from .errors import LfqError
 from .metrics import ms_ssim, psnr, rgb_to_luma
@@ -351,5 +352,19 @@ def plot(record: dict, path: Path) -> None:
             ax.grid(True, which="both", alpha=0.3)
             ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_open(path) as handle:
+        fig.savefig(handle, dpi=100, format=Path(path).suffix[1:].lower())
     plt.close(fig)
+
+
+PLOT_FORMATS = (".png", ".pdf", ".svg")
+
+
+def check_outputs(json_path: Path | None, plot_path: Path | None) -> None:
+    """Refuse, before any work, outputs that could not be written: a folder, a missing folder, a
+    device, or a plot whose extension names no image format. Existing files are replaced."""
+    for path in (json_path, plot_path):
+        if path is not None:
+            check_destination(path, overwrite=True)
+    if plot_path is not None and plot_path.suffix.lower() not in PLOT_FORMATS:
+        raise LfqError(f"--plot {plot_path}: use one of {', '.join(PLOT_FORMATS)}")

@@ -19,8 +19,10 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from .atomic import atomic_output
 from .config import TokenizerConfig
-from .errors import ModelError
+from .device import deterministic
+from .errors import LfqError, ModelError
 from .tokenizer import Tokenizer
 
 MODEL_FORMAT = "model-v1"
@@ -71,13 +73,8 @@ def save_model(path: str | os.PathLike, tokenizer: Tokenizer, name: str, dtype: 
         "lfqcodec.config": tokenizer.cfg.to_json(),
         "lfqcodec.sha256": sha,
     }
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    with atomic_output(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return sha
 
 
@@ -102,14 +99,18 @@ def load_model(
     dtype: torch.dtype = torch.float32,
     verify: bool = True,
 ) -> LoadedModel:
-    """Load a model by name or path, check its hash, and return it in eval mode on ``device``."""
+    """Load a model by name or path, check its hash, and return it in eval mode on ``device``
+    (with TF32 switched off: :func:`lfqcodec.device.deterministic`)."""
+    deterministic()
     path = resolve_model_path(model)
     try:
+        with open(path, "rb"):  # safetensors reports an unreadable file as "No such file"
+            pass
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
         state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
-        raise ModelError(f"cannot read model file {path}: {exc}") from None
+        raise ModelError(f"cannot read model file {path}: {getattr(exc, 'strerror', None) or exc}") from None
     if metadata.get("lfqcodec.format") != MODEL_FORMAT:
         raise ModelError(f"{path} is not an lfqcodec model file (format {metadata.get('lfqcodec.format')!r})")
     try:
@@ -126,3 +127,20 @@ def load_model(
         raise ModelError(f"{path}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
     tokenizer.to(device=device, dtype=dtype).eval()
     return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer)
+
+
+RUN_STATE_KEYS = ("model", "optimizer", "ema", "step", "best", "model_config")
+
+
+def load_run_state(path: str | os.PathLike) -> dict:
+    """A training run's ``state.pt`` (``torch.load`` with ``weights_only``: no code is run), with
+    its keys and model config checked; a damaged file is a one-line :class:`LfqError`."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or not all(key in state for key in RUN_STATE_KEYS):
+            raise ValueError("not a training state (keys missing)")
+        TokenizerConfig.from_dict(json.loads(state["model_config"]))
+    except Exception as exc:  # torch.load raises many types for a damaged file
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
+        raise LfqError(f"cannot resume from {path}, damaged or not a run state ({reason}); move it away to start afresh") from None
+    return state

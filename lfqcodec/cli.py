@@ -15,9 +15,12 @@ from pathlib import Path
 import click
 
 from . import api
+from .atomic import atomic_write_text
 from .errors import LfqError
 
 QUALITIES = ("low", "medium", "high")
+# readable=False: an unreadable input is reported by the API as one line (exit 1), not as a usage error
+INPUT_PATH = click.Path(readable=False, path_type=Path)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -63,7 +66,7 @@ window_option = click.option(
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
 @click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
@@ -99,7 +102,7 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, zstd_level, ma
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First frame to decode.")
 @click.option("--frames", type=click.IntRange(1), default=None, help="Number of frames to decode [default: all].")
@@ -125,7 +128,7 @@ def decode(src, dst, start, frames, model, salvage, device, window, overwrite, q
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=INPUT_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @handle_errors
 def info(src, as_json):
@@ -157,7 +160,7 @@ def info(src, as_json):
 
 
 @main.command()
-@click.argument("src", type=click.Path(path_type=Path))
+@click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
@@ -173,7 +176,7 @@ def tokens(src, dst, sub_bits, overwrite):
 
 
 @main.command()
-@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.argument("videos", nargs=-1, required=True, type=INPUT_PATH)
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True, help="Frames of each clip to code.")
 @click.option("--codecs", default="x265", show_default=True, help="Reference codecs: any of x265,x264,svtav1.")
 @click.option("--model", default=None, help="lfqcodec model [default: lfq-base].")
@@ -195,6 +198,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
     for video in videos:
         if not Path(video).is_file():
             raise LfqError(f"no such file: {video}")
+    bench_module.check_outputs(json_path, plot_path)  # before minutes of encoding, not after
     codec_list = [c.strip() for c in codecs.split(",") if c.strip()]
     if not quiet:
         from tqdm import tqdm
@@ -209,7 +213,7 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         bar.close()
     click.echo(bench_module.format_table(record))
     if json_path:
-        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     if plot_path:
         bench_module.plot(record, plot_path)
 
@@ -244,9 +248,9 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 
 
 @main.command()
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, readable=False, path_type=Path),
               help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
-@click.option("--val", "val_clips", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+@click.option("--val", "val_clips", multiple=True, type=click.Path(exists=True, dir_okay=False, readable=False, path_type=Path),
               help="Held-out validation clip; repeatable (excluded from training).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path.home() / ".cache/lfqcodec/runs/base",
               show_default=True, help="Run folder: state, logs, data cache, best weights.")

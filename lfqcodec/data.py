@@ -16,7 +16,10 @@ Batches are float tensors ``N x 3 x T x H x W`` in ``[-1, 1]``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_open
+from .errors import LfqError
 
 log = logging.getLogger(__name__)
 
@@ -33,10 +38,22 @@ MAX_IMAGE_SIDE = 2048  # photos are downscaled to this before caching (keeps RAM
 
 
 def prepare_cache(sources: list[Path], cache_dir: Path, exclude: set[str] = frozenset()) -> list[Path]:
-    """Decode videos and images under ``sources`` into ``cache_dir/*.npy``; returns the cached paths."""
+    """Decode videos and images under ``sources`` into ``cache_dir/*.npy``; returns the cached paths.
+
+    Safe to call from several processes at once (the ranks of a DDP run): one holds the cache
+    folder's lock and decodes, the others wait for it and then find every file in place. Each
+    file is written atomically, so a cache file is complete or absent, never half-written."""
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LfqError(f"cannot create the data cache {cache_dir}: {exc.strerror or exc}") from None
+    with folder_lock(cache_dir):
+        return _fill_cache(sources, cache_dir, exclude)
+
+
+def _fill_cache(sources: list[Path], cache_dir: Path, exclude: set[str]) -> list[Path]:
     from .videoio import read_video_frames  # PyAV: only where material is decoded
 
-    cache_dir.mkdir(parents=True, exist_ok=True)
     cached = []
     files = sorted(p for src in sources for p in (src.rglob("*") if src.is_dir() else [src]) if p.is_file())
     for path in files:
@@ -46,15 +63,39 @@ def prepare_cache(sources: list[Path], cache_dir: Path, exclude: set[str] = froz
         kind = "video" if suffix in VIDEO_SUFFIXES else "image"
         target = cache_dir / f"{kind}-{path.stem}.npy"
         if not target.exists():
-            frames = np.stack(list(read_video_frames(path)))
+            frames = list(read_video_frames(path))
+            if not frames:
+                raise LfqError(f"{path}: no video frames")
+            frames = np.stack(frames)
             if kind == "image":
                 frames = _limit_side(frames[:1], MAX_IMAGE_SIDE)
-            tmp = target.with_suffix(".tmp.npy")
-            np.save(tmp, frames)
-            tmp.rename(target)
+            with atomic_open(target) as handle:
+                np.save(handle, frames)
             log.info("cached %s: %s", path.name, frames.shape)
         cached.append(target)
     return cached
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Hold an exclusive advisory lock on ``folder/.lock`` (``flock``) for the block; other
+    processes asking for it wait. Where the OS has no ``fcntl`` (Windows) there is no lock: the
+    files are still written atomically, only the work may be done twice."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another process preparing %s", folder)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _limit_side(frames: np.ndarray, max_side: int) -> np.ndarray:
@@ -90,7 +131,11 @@ class ClipSampler:
         self.videos = [np.load(p, mmap_mode="r") for p in cached if p.name.startswith("video-")]
         self.images = [np.load(p, mmap_mode="r")[0] for p in cached if p.name.startswith("image-")]
         if not self.videos or not self.images:
-            raise ValueError("training needs at least one video and one image")
+            raise LfqError(
+                f"training needs at least one video and one image in its data (found {len(self.videos)} videos, "
+                f"{len(self.images)} images; videos: {', '.join(sorted(VIDEO_SUFFIXES))}; images: "
+                f"{', '.join(sorted(IMAGE_SUFFIXES))})"
+            )
 
     def video_batch(self, batch: int) -> torch.Tensor:
         samples = [
@@ -137,7 +182,7 @@ class ClipSampler:
             if len(clip) >= span and min(clip.shape[1:3]) >= self.cfg.size:
                 break
         else:
-            raise ValueError(f"no cached video is long enough for {n}-frame crops")
+            raise LfqError(f"no training video is long enough and large enough for {n}-frame crops of {self.cfg.size} pixels")
         start = int(self.rng.integers(0, len(clip) - span + 1))
         frames = clip[start : start + span : stride]
         if self.rng.random() < 0.25:

@@ -34,10 +34,12 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from .atomic import atomic_open
 from .bitpack import compressed_size
-from .checkpoint import load_model, save_model
+from .checkpoint import load_model, load_run_state, save_model
 from .config import TokenizerConfig
 from .data import BatchStream, SamplerConfig, prepare_cache, to_model_range
+from .device import deterministic
 from .errors import LfqError
 from .metrics import ms_ssim, psnr, ssim
 from .quantizer import bit_correlation, keep_mask, straight_through_sign
@@ -298,12 +300,6 @@ def warm_start(tokenizer: Tokenizer, source: Tokenizer) -> list[str]:
     return fresh
 
 
-def _atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def train(
     model_cfg: TokenizerConfig,
     train_cfg: TrainConfig,
@@ -333,9 +329,15 @@ def train(
     if device == "auto":
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if torch.cuda.is_available() else "cpu"
     dev = torch.device(device)
+    deterministic()  # TF32 off: validation numbers and saved bits as on the CPU (bf16 autocast is separate)
     torch.set_num_threads(train_cfg.threads or os.cpu_count() or 1)
     torch.manual_seed(train_cfg.seed + rank)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise LfqError(f"run folder {out_dir} is a file")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise LfqError(f"cannot create the run folder {out_dir}: {exc.strerror or exc}") from None
     is_main = rank == 0
 
     check_quality_probs(train_cfg.quality_probs, model_cfg)  # before minutes of data preparation
@@ -349,7 +351,7 @@ def train(
     step = 0
     best = -math.inf
     if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
+        state = load_run_state(state_path)
         model_cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
     tokenizer = Tokenizer(model_cfg)
     if not state_path.exists() and init:
@@ -373,8 +375,11 @@ def train(
     )
     ema = Ema(tokenizer, train_cfg.ema_decay)
     if state_path.exists():
-        tokenizer.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            tokenizer.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:  # e.g. --freeze-decoder changed the parameter groups
+            raise LfqError(f"{state_path} does not fit this run's settings: {str(exc).splitlines()[0]}") from None
         ema.state = {k: v.float() for k, v in state["ema"].items()}
         step, best = int(state["step"]), float(state["best"])
         log.info("resumed from %s at step %d", state_path, step)
@@ -403,18 +408,17 @@ def train(
     usage_acc = torch.zeros(model_cfg.num_bits)
 
     def save_state() -> None:
-        _atomic_torch_save(
-            {
-                "model": tokenizer.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "ema": ema.state,
-                "step": step,
-                "best": best,
-                "model_config": model_cfg.to_json(),
-                "train_config": json.dumps(asdict(train_cfg)),
-            },
-            state_path,
-        )
+        snapshot = {
+            "model": tokenizer.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "ema": ema.state,
+            "step": step,
+            "best": best,
+            "model_config": model_cfg.to_json(),
+            "train_config": json.dumps(asdict(train_cfg)),
+        }
+        with atomic_open(state_path) as handle:
+            torch.save(snapshot, handle)
 
     started = time.time()
     budget = train_cfg.minutes * 60

@@ -45,12 +45,40 @@ def test_encode_decode_restores_size_count_and_rate(tmp_path, odd_clip, tiny_mod
     assert leftovers(tmp_path) == []
 
 
-def test_chunked_file_matches_encoding_each_chunk_alone(tmp_path, odd_clip, tiny_model):
-    run("encode", odd_clip, tmp_path / "a.lfq", "--model", tiny_model, "--gop", "5", "--window", "1", "-q")
-    run("encode", odd_clip, tmp_path / "b.lfq", "--model", tiny_model, "--gop", "5", "--window", "3", "-q")
-    a, b = lfqcodec.read_tokens(tmp_path / "a.lfq"), lfqcodec.read_tokens(tmp_path / "b.lfq")
-    assert np.array_equal(a.indices, b.indices)  # the window (memory) never changes the bitstream
-    assert list(a.chunk_starts) == [0, 2, 4]
+def test_chunk_table_of_a_short_gop(tmp_path, odd_clip, tiny_model):
+    run("encode", odd_clip, tmp_path / "a.lfq", "--model", tiny_model, "--gop", "5", "-q")
+    assert list(lfqcodec.read_tokens(tmp_path / "a.lfq").chunk_starts) == [0, 2, 4]
+
+
+def test_window_changes_the_steps_never_the_output(tmp_path, odd_clip, tiny_model, monkeypatch):
+    """At --gop 17 the 11 frames are one chunk of 4 latent frames: --window 1 codes them in 1 + 3
+    steps, --window 3 in 1 + 1 (and decodes in 4 and 2). The files are the same bytes; the decoded
+    frames agree to within 1 (float sums in another order can round a pixel the other way)."""
+    from lfqcodec.tokenizer import Decoder, Encoder
+
+    steps = {}
+    for cls in (Encoder, Decoder):
+        forward = cls.forward
+
+        def counting(self, x, first=True, _forward=forward, _name=cls.__name__):
+            steps.setdefault(_name, []).append(x.shape[2])
+            return _forward(self, x, first)
+
+        monkeypatch.setattr(cls, "forward", counting)
+    frames, calls = {}, {}
+    for window in ("1", "3"):
+        steps.clear()
+        lfq = tmp_path / f"w{window}.lfq"
+        run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "17", "--window", window, "-q")
+        run("decode", lfq, tmp_path / f"w{window}.mkv", "--model", tiny_model, "--window", window, "-q")
+        frames[window], _ = read_frames(tmp_path / f"w{window}.mkv")
+        calls[window] = {name: list(sizes) for name, sizes in steps.items()}
+    assert calls["1"] == {"Encoder": [1, 4, 4, 4], "Decoder": [1, 1, 1, 1]}  # frames in, latent frames in
+    assert calls["3"] == {"Encoder": [1, 12], "Decoder": [1, 3]}
+    assert (tmp_path / "w1.lfq").read_bytes() == (tmp_path / "w3.lfq").read_bytes()
+    one, three = np.stack(frames["1"]).astype(int), np.stack(frames["3"]).astype(int)
+    assert one.shape == (11, 21, 37, 3) and np.abs(one - three).max() <= 1
+    assert np.mean(one != three) < 1e-3
 
 
 def test_decode_range_and_png(tmp_path, odd_clip, tiny_model):

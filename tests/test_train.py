@@ -79,17 +79,25 @@ def test_train_run_checkpoints_validates_and_resumes(tmp_path):
     assert load_model(out / "tiny-run.safetensors").config == TINY_CONFIG
     state = torch.load(out / "state.pt", weights_only=True)
     assert state["step"] == 4
-    train(
-        TINY_CONFIG,
-        TrainConfig(**{**cfg.__dict__, "steps": 6}),
-        sampler,
-        [data],
-        [val],
-        out,
-        name="tiny-run",
-        device="cpu",
-    )
-    assert torch.load(out / "state.pt", weights_only=True)["step"] == 6
+
+    # Mark the saved state so that a run which ignored it could not pass: a weight, its EMA and
+    # the optimizer's step count are set to values training from scratch would never produce.
+    marked = "encoder.stem.conv.weight"
+    state["model"][marked] = torch.full_like(state["model"][marked], 0.5)
+    state["ema"][marked] = torch.full_like(state["ema"][marked], 0.5)
+    for param_state in state["optimizer"]["state"].values():
+        param_state["step"] = torch.tensor(1000.0)
+    torch.save(state, out / "state.pt")
+    train(TINY_CONFIG, TrainConfig(**{**cfg.__dict__, "steps": 5, "log_every": 1}), sampler, [data], [val], out,
+          name="tiny-run", device="cpu")  # fmt: skip
+    resumed = torch.load(out / "state.pt", weights_only=True)
+    assert resumed["step"] == 5
+    assert {float(s["step"]) for s in resumed["optimizer"]["state"].values()} == {1001.0}  # one step after 1000
+    assert (resumed["model"][marked] - 0.5).abs().max() < 0.05  # one small step from the restored weights
+    assert (resumed["ema"][marked] - 0.5).abs().max() < 0.05
+    steps_logged = [json.loads(line)["step"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert steps_logged == [2, 4, 5]  # the resumed run continued at step 5, it did not start again at 1
+    assert [json.loads(line)["step"] for line in (out / "val.jsonl").read_text().splitlines()] == [2, 4, 5]
 
 
 def test_warm_start_into_a_grown_decoder_keeps_the_output():

@@ -1,4 +1,4 @@
-"""Where the network runs, and the arithmetic settings that keep the bitstream device-independent.
+"""Where the network runs, and the arithmetic settings that keep plain encoding's bits the same on every device.
 
 :func:`deterministic` is called wherever a model is loaded (:func:`lfqcodec.checkpoint.load_model`)
 or a device is chosen (:func:`select_device`, training): on CUDA it switches TensorFloat-32 off

@@ -44,7 +44,7 @@ def check_destination(dst: str | os.PathLike, overwrite: bool, sources: tuple[st
     if dst.is_dir():
         raise LfqError(f"output {dst} is a directory")
     if dst.exists() and not dst.is_file():
-        raise LfqError(f"output {dst} is not a regular file (lfqcodec writes files under a temporary name, then renames)")
+        raise LfqError(f"output {dst} is not a regular file (outputs are written beside it, then renamed over it)")
     for src in sources:
         if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
             raise LfqError(f"output {dst} is the same file as the input")

@@ -142,5 +142,7 @@ def load_run_state(path: str | os.PathLike) -> dict:
         TokenizerConfig.from_dict(json.loads(state["model_config"]))
     except Exception as exc:  # torch.load raises many types for a damaged file
         reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}" if str(exc) else type(exc).__name__
-        raise LfqError(f"cannot resume from {path}, damaged or not a run state ({reason}); move it away to start afresh") from None
+        raise LfqError(
+            f"cannot resume from {path}, damaged or not a run state ({reason}); move it away to start afresh"
+        ) from None
     return state

@@ -86,7 +86,8 @@ def folder_lock(folder: Path) -> Iterator[None]:
     except ImportError:
         yield
         return
-    fd = os.open(folder / ".lock", os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0), 0o666)
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    fd = os.open(folder / ".lock", flags, 0o666)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -182,7 +183,7 @@ class ClipSampler:
             if len(clip) >= span and min(clip.shape[1:3]) >= self.cfg.size:
                 break
         else:
-            raise LfqError(f"no training video is long enough and large enough for {n}-frame crops of {self.cfg.size} pixels")
+            raise LfqError(f"no training video is long and large enough for {n}-frame crops of {self.cfg.size} pixels")
         start = int(self.rng.integers(0, len(clip) - span + 1))
         frames = clip[start : start + span : stride]
         if self.rng.random() < 0.25:

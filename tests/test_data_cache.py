@@ -48,7 +48,8 @@ def test_ranks_preparing_the_same_cache_at_once_decode_once_and_leave_it_whole(t
     context = multiprocessing.get_context("spawn")
     ranks = 2
     start, decoded = context.Barrier(ranks), context.Value("i", 0)
-    workers = [context.Process(target=_prepare, args=([tmp_path / "data"], cache, start, decoded)) for _ in range(ranks)]
+    args = ([tmp_path / "data"], cache, start, decoded)
+    workers = [context.Process(target=_prepare, args=args) for _ in range(ranks)]
     for worker in workers:
         worker.start()
     for worker in workers:

@@ -231,6 +231,7 @@ class BatchStream(torch.utils.data.IterableDataset):
                  seed: int, start: int = 0):  # fmt: skip
         self.cached, self.cfg, self.seed, self.start = cached, cfg, seed, start
         self.batch, self.image_batch, self.image_every = batch, image_batch, image_every
+        ClipSampler(cached, cfg)  # unusable material is refused here, in one line, not inside a loader worker
 
     def __iter__(self):
         info = torch.utils.data.get_worker_info()

@@ -18,16 +18,16 @@ from lfqcodec.videoio import VideoWriter, read_video_frames
 
 def _prepare(sources: list[Path], cache: Path, start, decoded) -> None:
     """One 'rank': wait for the others, then prepare the cache, counting the files it decodes."""
-    import lfqcodec.data as data
+    import lfqcodec.videoio as videoio
 
-    original = data.read_video_frames
+    original = videoio.read_video_frames
 
     def counting(path):
         with decoded.get_lock():
             decoded.value += 1
         return original(path)
 
-    data.read_video_frames = counting
+    videoio.read_video_frames = counting
     start.wait()
     prepare_cache(sources, cache)
 
@@ -65,11 +65,11 @@ def test_ranks_preparing_the_same_cache_at_once_decode_once_and_leave_it_whole(t
 
 
 def test_a_source_without_frames_is_a_one_line_error(tmp_path, monkeypatch):
-    import lfqcodec.data as data
+    import lfqcodec.videoio as videoio
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "empty.mkv").write_bytes(b"")
-    monkeypatch.setattr(data, "read_video_frames", lambda path: iter(()))
+    monkeypatch.setattr(videoio, "read_video_frames", lambda path: iter(()))
     with pytest.raises(LfqError, match="no video frames"):
         prepare_cache([tmp_path / "data"], tmp_path / "cache")
     assert list((tmp_path / "cache").glob("*.npy")) == []

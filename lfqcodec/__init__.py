@@ -17,8 +17,9 @@ from .api import (
 )
 from .config import TokenizerConfig
 from .errors import FormatError, LfqError, ModelError
+from .tokenize import TokenizeReport, tokenize_dataset
 
 __all__ = [
     "Codec", "DecodeReport", "EncodeReport", "FormatError", "LfqError", "ModelError", "TokenizerConfig",
-    "Tokens", "decode_file", "decode_frames", "encode_file", "encode_frames", "export_tokens", "read_info", "read_tokens", "__version__",
+    "Tokens", "TokenizeReport", "decode_file", "decode_frames", "encode_file", "encode_frames", "export_tokens", "read_info", "read_tokens", "tokenize_dataset", "__version__",
 ]  # fmt: skip

@@ -174,7 +174,8 @@ def tokens(src, dst, sub_bits, overwrite):
 
 @main.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Output folder: Parquet shards + manifest.json.")
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: Parquet shards + manifest.json.")
 @click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
 @click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
 @click.option("--clip-frames", type=click.IntRange(1), default=None,
@@ -183,8 +184,10 @@ def tokens(src, dst, sub_bits, overwrite):
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also store factorized sub-token indices of this many bits (e.g. 8).")
 @click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True, help="As in encode.")
-@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True, help="As in encode.")
-@click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True, help="As in encode (slow).")
+@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
+              help="As in encode.")
+@click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
+              help="As in encode (slow).")
 @click.option("--shard-size", type=click.IntRange(1), default=64, show_default=True,
               help="Clips per shard (the unit a rerun skips when complete).")
 @click.option("--workers", type=click.IntRange(1), default=None,
@@ -217,8 +220,8 @@ def tokenize(inputs, out, model, quality, clip_frames, sub_bits, gop, scenecut, 
     if not quiet:
         click.echo(
             f"{out}: {c['clips_tokenized']} of {c['clips']} clips -> {c['rows']} rows, {c['tokens']} tokens in "
-            f"{c['shards_complete']} shards; {report.clips_done} clips this run ({report.clips_per_second:.2f} clips/s, "
-            f"{report.seconds:.1f} s)",
+            f"{c['shards_complete']} shards; {report.clips_done} clips this run "
+            f"({report.clips_per_second:.2f} clips/s, {report.seconds:.1f} s)",
             err=True,
         )
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator, Sequence
 
 from .dataset import ClipJob
 from .errors import LfqError
-from .tokenize import ClipResult, ClipTokenizer
+from .tokenize_worker import ClipResult, ClipTokenizer
 from .tokenize_settings import TokenSettings
 
 

@@ -14,7 +14,7 @@ from conftest import moving_pattern, write_clip
 
 import lfqcodec
 from lfqcodec import dataset as ds
-from lfqcodec import tokenize as tk
+from lfqcodec import tokenize_worker as tk
 from lfqcodec.cli import main
 from lfqcodec.errors import LfqError
 
@@ -151,7 +151,8 @@ def test_other_settings_are_refused_unless_overwrite(tmp_path, clips, tiny_model
     assert result.exit_code == 1
     assert result.output.startswith("lfqcodec: error: ") and "other settings" in result.output
     assert len(result.output.strip().splitlines()) == 1
-    result = run("tokenize", clips, "--out", out, "--model", tiny_model, "--quality", "low", "--workers", "1", "-q", "-y")
+    result = run("tokenize", clips, "--out", out, "--model", tiny_model, "--quality", "low", "--workers", "1", "-q",
+                 "-y")  # fmt: skip
     assert result.exit_code == 0 and {r["quality"] for r in rows(out)} == {"low"}
 
 

@@ -102,59 +102,69 @@ def tokenize_dataset(
     Each clip that cannot be read is reported through ``warn`` (default: above the progress bar, or
     the ``lfqcodec.tokenize`` logger without one) and listed in the manifest."""
     started = time.time()
+    if threads is not None and threads < 1 or workers is not None and workers < 1:
+        raise LfqError("--workers and --threads must be >= 1")
     settings = TokenSettings(str(model) if model is not None else None, quality, gop, scenecut, search_steps,
                              clip_frames, sub_bits, window)  # fmt: skip
     record = model_record(settings)
     sources = [str(p) for p in ds.find_inputs(inputs)]
     plan = ds.plan_shards(sources, shard_size)
-    out = _prepare_out(Path(out), record, sources, shard_size, len(plan), overwrite)
-    shard_meta, todo = {}, []
+    with contextlib.ExitStack() as engine:
+        if ray is not None:  # connect first: an unreachable cluster is reported before anything is written
+            from .tokenize_ray import ray_session
+
+            engine.enter_context(ray_session(ray))
+        out = _prepare_out(Path(out), record, sources, shard_size, len(plan), overwrite)
+        shard_meta, todo = _check_shards(out, plan, record["settings"])
+        ds.write_manifest(out, _manifest(record, sources, plan, shard_size, shard_meta, command, started))
+        jobs = [job for _, shard_jobs, _ in todo for job in shard_jobs]
+        results = _results(jobs, settings, record["settings"]["model_sha256"], workers, threads, device, ray)
+        failed = [f for meta in shard_meta.values() for f in meta["failed"]]
+        waiting = {index: (len(shard_jobs), fp, []) for index, shard_jobs, fp in todo}
+        saved_at = time.time()
+        with _progress_bar(len(jobs), progress) as bar:
+            warn = warn or (_write_above_bar if bar is not None else log.warning)
+            for result in results:
+                if result.error:
+                    failed.append({"source": result.job.source, "error": result.error})
+                    warn(f"lfqcodec: warning: skipped {result.job.source}: {result.error}")
+                count, fp, done = waiting[result.job.shard]
+                done.append(result)
+                if len(done) == count:
+                    shard_meta[result.job.shard] = _write_shard(out, result.job.shard, fp, done, settings)
+                    del waiting[result.job.shard]
+                    if time.time() - saved_at > MANIFEST_EVERY_S:
+                        manifest = _manifest(record, sources, plan, shard_size, shard_meta, command, started)
+                        ds.write_manifest(out, manifest)
+                        saved_at = time.time()
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(failed=len(failed), refresh=False)
+        manifest = _manifest(record, sources, plan, shard_size, shard_meta, command, started)
+        ds.write_manifest(out, manifest)
+        return TokenizeReport(out, manifest, len(jobs), time.time() - started, failed)
+
+
+def _check_shards(out: Path, plan: list[list[ds.ClipJob]], settings: dict) -> tuple[dict, list]:
+    """``({index: metadata} of the complete shards, [(index, jobs, fingerprint)] of those to make)``."""
+    complete, todo = {}, []
     for index, jobs in enumerate(plan):
-        fp = ds.fingerprint(record["settings"], [job.source for job in jobs])
+        fp = ds.fingerprint(settings, [job.source for job in jobs])
         meta = ds.read_shard_meta(ds.shard_path(out, index), fp)
         if meta is not None:
-            shard_meta[index] = meta
-        else:
-            if ds.shard_path(out, index).exists():
-                log.warning("%s is damaged, incomplete or from other settings: making it again",
-                            ds.shard_path(out, index))  # fmt: skip
-            todo.append((index, jobs, fp))
-    manifest = _manifest(record, sources, plan, shard_size, shard_meta, command, started)
-    ds.write_manifest(out, manifest)
-    jobs = [job for _, shard_jobs, _ in todo for job in shard_jobs]
-    results = _results(jobs, settings, record["settings"]["model_sha256"], workers, threads, device, ray)
-    failed = [f for meta in shard_meta.values() for f in meta["failed"]]
-    waiting = {index: (len(shard_jobs), fp, []) for index, shard_jobs, fp in todo}
-    saved_at = time.time()
-    with _progress_bar(len(jobs), progress) as bar:
-        warn = warn or (_write_above_bar if bar is not None else log.warning)
-        for result in results:
-            if result.error:
-                failed.append({"source": result.job.source, "error": result.error})
-                warn(f"lfqcodec: warning: skipped {result.job.source}: {result.error}")
-            count, fp, done = waiting[result.job.shard]
-            done.append(result)
-            if len(done) == count:
-                shard_meta[result.job.shard] = _write_shard(out, result.job.shard, fp, done, settings)
-                del waiting[result.job.shard]
-                if time.time() - saved_at > MANIFEST_EVERY_S:
-                    ds.write_manifest(out, _manifest(record, sources, plan, shard_size, shard_meta, command, started))
-                    saved_at = time.time()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(failed=len(failed), refresh=False)
-    manifest = _manifest(record, sources, plan, shard_size, shard_meta, command, started)
-    ds.write_manifest(out, manifest)
-    return TokenizeReport(out, manifest, len(jobs), time.time() - started, failed)
+            complete[index] = meta
+            continue
+        if ds.shard_path(out, index).exists():
+            log.warning("%s is damaged, incomplete or from other settings: making it again", ds.shard_path(out, index))
+        todo.append((index, jobs, fp))
+    return complete, todo
 
 
 def _results(jobs, settings, sha256, workers, threads, device, ray) -> Iterator[ClipResult]:
-    if threads is not None and threads < 1 or workers is not None and workers < 1:
-        raise LfqError("--workers and --threads must be >= 1")
     if ray is not None:
         from .tokenize_ray import run_ray
 
-        return run_ray(jobs, settings, sha256, ray, workers, threads or 1, device)
+        return run_ray(jobs, settings, sha256, workers, threads or 1, device)
     auto_workers, auto_threads = default_workers(device)
     workers = workers or auto_workers
     threads = threads or (auto_threads if workers == auto_workers else max(1, (os.cpu_count() or 1) // workers))

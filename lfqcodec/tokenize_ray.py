@@ -12,6 +12,7 @@ latents within rounding of zero; see docs/FORMAT.md).
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 
 from .dataset import ClipJob
@@ -43,6 +44,19 @@ def connect(ray, address: str) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session(address: str) -> Iterator[None]:
+    """Connected to Ray (:func:`connect`) for the block; disconnected after it if the block's
+    connection was this one's."""
+    ray = import_ray()
+    started = connect(ray, address)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
 class _Actor:
     """A Ray actor around :class:`ClipTokenizer` (the model is loaded once, in ``__init__``)."""
 
@@ -53,38 +67,33 @@ class _Actor:
         return self.worker.run(job)
 
 
-def run_ray(jobs: Sequence[ClipJob], settings: TokenSettings, sha256: str, address: str, workers: int | None,
-            threads: int, device: str = "auto") -> Iterator[ClipResult]:  # fmt: skip
+def run_ray(jobs: Sequence[ClipJob], settings: TokenSettings, sha256: str, workers: int | None, threads: int,
+            device: str = "auto") -> Iterator[ClipResult]:  # fmt: skip
     """Results of ``jobs`` (in completion order) from ``workers`` Ray actors of ``threads`` CPUs each
-    (and one GPU each when the cluster has GPUs and ``device`` is not ``cpu``). Default ``workers``:
-    one per GPU, else one per ``threads`` CPUs of the cluster."""
+    (and one GPU each when the cluster has GPUs and ``device`` is not ``cpu``), on the Ray instance
+    this process is connected to (:func:`ray_session`). Default ``workers``: one per GPU, else one
+    per ``threads`` CPUs of the cluster."""
     if not jobs:
         return
     ray = import_ray()
     from ray.util import ActorPool
 
-    started = connect(ray, address)
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
+    if device == "cuda" and not gpus:
+        raise LfqError("--device cuda was asked for, but the Ray cluster has no GPU")
+    count = workers or max(1, gpus or int(resources.get("CPU", 1)) // threads)
+    actor = ray.remote(num_cpus=threads, num_gpus=1 if gpus else 0)(_Actor)
+    actors = [actor.remote(settings, sha256, "cuda" if gpus else "cpu", threads) for _ in range(count)]
     try:
-        resources = ray.cluster_resources()
-        gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
-        if device == "cuda" and not gpus:
-            raise LfqError("--device cuda was asked for, but the Ray cluster has no GPU")
-        count = workers or max(1, gpus or int(resources.get("CPU", 1)) // threads)
-        actor = ray.remote(num_cpus=threads, num_gpus=1 if gpus else 0)(_Actor)
-        actors = [actor.remote(settings, sha256, "cuda" if gpus else "cpu", threads) for _ in range(count)]
-        pool = ActorPool(actors)
-        try:
-            yield from pool.map_unordered(lambda a, job: a.run.remote(job), list(jobs))
-        except ray.exceptions.RayActorError as exc:
-            raise LfqError(f"a Ray worker died ({_first_line(exc)}); rerun the same command to resume") from None
-        except ray.exceptions.RayTaskError as exc:
-            raise LfqError(f"a Ray worker failed: {_first_line(exc)}") from None
-        finally:
-            for handle in actors:
-                ray.kill(handle)
+        yield from ActorPool(actors).map_unordered(lambda a, job: a.run.remote(job), list(jobs))
+    except ray.exceptions.RayActorError as exc:
+        raise LfqError(f"a Ray worker died ({_first_line(exc)}); rerun the same command to resume") from None
+    except ray.exceptions.RayTaskError as exc:
+        raise LfqError(f"a Ray worker failed: {_first_line(exc)}") from None
     finally:
-        if started:
-            ray.shutdown()
+        for handle in actors:
+            ray.kill(handle)
 
 
 def _first_line(exc: BaseException) -> str:

@@ -82,7 +82,7 @@ def run_ray(jobs: Sequence[ClipJob], settings: TokenSettings, sha256: str, worke
     gpus = int(resources.get("GPU", 0)) if device != "cpu" else 0
     if device == "cuda" and not gpus:
         raise LfqError("--device cuda was asked for, but the Ray cluster has no GPU")
-    count = workers or max(1, gpus or int(resources.get("CPU", 1)) // threads)
+    count = min(len(jobs), workers or max(1, gpus or int(resources.get("CPU", 1)) // threads))
     actor = ray.remote(num_cpus=threads, num_gpus=1 if gpus else 0)(_Actor)
     actors = [actor.remote(settings, sha256, "cuda" if gpus else "cpu", threads) for _ in range(count)]
     try:

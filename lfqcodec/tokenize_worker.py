@@ -149,6 +149,7 @@ def run_local(jobs: Sequence[ds.ClipJob], settings: TokenSettings, sha256: str, 
     one worker runs in this process."""
     if not jobs:
         return
+    workers = min(workers, len(jobs))
     if workers == 1:
         before = torch.get_num_threads()
         try:

@@ -8,7 +8,6 @@ significant bit; the last byte is zero-padded.
 from __future__ import annotations
 
 import numpy as np
-import zstandard
 
 
 def pack_bits(bits: np.ndarray) -> bytes:
@@ -27,4 +26,6 @@ def unpack_bits(data: bytes, shape: tuple[int, int, int, int]) -> np.ndarray:
 
 def compressed_size(bits: np.ndarray, level: int = 19) -> int:
     """Bytes that ``bits`` take after packing and zstd (payload only, no container overhead)."""
+    import zstandard  # here, not at import: training runs where the codec's libraries are absent
+
     return len(zstandard.ZstdCompressor(level=level).compress(pack_bits(bits)))

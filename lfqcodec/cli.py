@@ -302,6 +302,15 @@ def _parse_blocks(value: str | None) -> tuple[int, ...] | None:
         raise click.BadParameter(f"{value!r} is not a comma-separated list of block counts, e.g. 2,6") from None
 
 
+def _parse_level_block(value: str) -> tuple[int, int]:
+    """``"1.1"`` -> ``(1, 1)``."""
+    try:
+        level, block = (int(n) for n in value.split("."))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LEVEL.BLOCK, e.g. 1.1") from None
+    return level, block
+
+
 def _parse_mix(value: str | None) -> dict[str, float] | None:
     """``"low=0.4,medium=0.4"`` -> ``{"low": 0.4, "medium": 0.4}`` (names are checked by training)."""
     if not value:
@@ -351,6 +360,19 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--decoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
               help="Residual blocks per decoder level, finest first, e.g. 6,4 (6 at 1/4 resolution, 4 at 1/8); "
                    "grows the --init model's decoder the same way.")  # fmt: skip
+@click.option("--drop-decoder-block", "drop_blocks", multiple=True, metavar="LEVEL.BLOCK",
+              callback=lambda ctx, param, value: tuple(_parse_level_block(v) for v in value),
+              help="Remove this residual block from the --init model's decoder before the warm start (LEVEL as in "
+                   "--decoder-blocks, 0 = finest; BLOCK from 0); repeatable, applied in order. "
+                   "benchmarks/block_importance.py measures what each block is worth.")  # fmt: skip
+@click.option("--refine-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
+              help="Residual blocks per refiner stage (per-frame work), e.g. 3,1; added blocks start as identity.")
+@click.option("--frame-split/--no-frame-split", default=None,
+              help="The refiner also reads the coarsest decoder features split into frames (starts as a no-op) "
+                   "[default: as the --init model].")  # fmt: skip
+@click.option("--exclude", multiple=True, metavar="FILE_NAME",
+              help="Keep this file (by name, e.g. kitten.mp4) out of the training material; repeatable. For clips "
+                   "held out for measuring.")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
@@ -372,7 +394,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss,
           ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
-          encoder_blocks, decoder_blocks, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
+          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
     import logging
@@ -391,7 +413,19 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
         if not path.exists():
             raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
     model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
-    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks)):
+    if drop_blocks and not init:
+        raise LfqError("--drop-decoder-block needs --init (it edits a trained model)")
+    for level, block in drop_blocks:
+        if not 0 <= level < len(model_cfg.decoder_blocks) or not 0 <= block < model_cfg.decoder_blocks[level] or \
+                model_cfg.decoder_blocks[level] == 1:
+            raise LfqError(f"--drop-decoder-block {level}.{block}: the decoder has blocks {model_cfg.decoder_blocks}")
+        remaining = list(model_cfg.decoder_blocks)
+        remaining[level] -= 1
+        model_cfg = dataclasses.replace(model_cfg, decoder_blocks=tuple(remaining))
+    if frame_split is not None:
+        model_cfg = dataclasses.replace(model_cfg, frame_split=frame_split)
+    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks),
+                           ("refine_blocks", refine_blocks)):
         if blocks:
             try:
                 model_cfg = dataclasses.replace(model_cfg, **{option: blocks})
@@ -407,6 +441,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",
                     freeze_decoder=freeze_decoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
+        exclude=tuple(exclude), drop_decoder_blocks=drop_blocks,
     )  # fmt: skip
 
 

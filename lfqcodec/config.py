@@ -26,6 +26,10 @@ class TokenizerConfig:
     temporal_kernel: int = 3  # causal kernel length (in latent frames) of the 3D convolutions
     refine_channels: tuple[int, ...] = (32, 16)  # per-frame decoder refinement: width per stage, the
     # first at 1/patch_size resolution, each later one at twice the resolution of the one before
+    refine_blocks: tuple[int, ...] = (1, 1)  # residual blocks per refiner stage (per-frame work where motion is drawn)
+    frame_split: bool = False  # the refiner also reads the coarsest decoder features, split into frames by a
+    # learned projection (each output frame gets its own features from the richest level, not only a linear
+    # share of the 1/patch_size features)
     quality_bits: dict[str, int] = field(
         default_factory=lambda: {"low": 4, "medium": 16, "high": 32}
     )  # operating point -> number of leading bits kept (nested LFQ)
@@ -35,6 +39,7 @@ class TokenizerConfig:
         object.__setattr__(self, "encoder_blocks", tuple(self.encoder_blocks))
         object.__setattr__(self, "decoder_blocks", tuple(self.decoder_blocks))
         object.__setattr__(self, "refine_channels", tuple(self.refine_channels))
+        object.__setattr__(self, "refine_blocks", tuple(self.refine_blocks))
         if not 1 <= self.num_bits <= 62:
             raise ValueError("num_bits must be in 1..62 (token indices are int64)")
         if len(self.channels) != len(self.encoder_blocks) or len(self.channels) != len(self.decoder_blocks):
@@ -42,6 +47,12 @@ class TokenizerConfig:
         for name, bits in self.quality_bits.items():
             if not 1 <= bits <= self.num_bits:
                 raise ValueError(f"quality {name!r} keeps {bits} bits, outside 1..{self.num_bits}")
+        if self.refine_channels and len(self.refine_blocks) != len(self.refine_channels):
+            raise ValueError("refine_blocks needs one entry per refiner stage (refine_channels)")
+        if any(n < 1 for n in self.refine_blocks):
+            raise ValueError("every refiner stage needs at least one block")
+        if self.frame_split and not self.refine_channels:
+            raise ValueError("frame_split feeds the refiner: it needs refine_channels")
         if self.refine_channels and self.patch_size % 2 ** (len(self.refine_channels) - 1):
             raise ValueError("refine_channels has more stages than patch_size has factors of 2")
 
@@ -68,4 +79,4 @@ class TokenizerConfig:
 
 # Values of fields added after model files were first written: a saved config without the field
 # describes a network built before it existed.
-LEGACY_DEFAULTS: dict[str, Any] = {"refine_channels": ()}
+LEGACY_DEFAULTS: dict[str, Any] = {"refine_channels": (), "refine_blocks": (1, 1), "frame_split": False}

@@ -24,7 +24,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .videoio import read_video_frames
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +34,8 @@ MAX_IMAGE_SIDE = 2048  # photos are downscaled to this before caching (keeps RAM
 
 def prepare_cache(sources: list[Path], cache_dir: Path, exclude: set[str] = frozenset()) -> list[Path]:
     """Decode videos and images under ``sources`` into ``cache_dir/*.npy``; returns the cached paths."""
+    from .videoio import read_video_frames  # PyAV: only where material is decoded
+
     cache_dir.mkdir(parents=True, exist_ok=True)
     cached = []
     files = sorted(p for src in sources for p in (src.rglob("*") if src.is_dir() else [src]) if p.is_file())
@@ -169,3 +170,30 @@ class ClipSampler:
             frames.append(patch)
         clip = torch.stack(frames, dim=1) / 127.5 - 1  # 3 x T x size x size
         return clip.clamp(-1, 1)
+
+
+class BatchStream(torch.utils.data.IterableDataset):
+    """Training batches in step order: ``(image_step, N x 3 x T x H x W batch)`` for steps ``start``,
+    ``start + 1``, ... (every ``image_every``-th step a still-image batch).
+
+    Iterated directly it runs in the training process, as a plain :class:`ClipSampler`; inside a
+    ``DataLoader(stream, batch_size=None, num_workers=W)`` worker ``i`` makes the batches of steps
+    ``start + i``, ``start + i + W``, ..., which the loader returns in step order, so a GPU is not left
+    waiting on crops and resampling done on one CPU core."""
+
+    def __init__(self, cached: list[Path], cfg: SamplerConfig, batch: int, image_batch: int, image_every: int,
+                 seed: int, start: int = 0):  # fmt: skip
+        self.cached, self.cfg, self.seed, self.start = cached, cfg, seed, start
+        self.batch, self.image_batch, self.image_every = batch, image_batch, image_every
+
+    def __iter__(self):
+        info = torch.utils.data.get_worker_info()
+        worker, workers = (info.id, info.num_workers) if info else (0, 1)
+        if info:
+            torch.set_num_threads(1)
+        sampler = ClipSampler(self.cached, self.cfg, seed=self.seed + 104729 * worker)
+        step = self.start + worker
+        while True:
+            image_step = self.image_every > 0 and step % self.image_every == self.image_every - 1
+            yield image_step, sampler.image_batch(self.image_batch) if image_step else sampler.video_batch(self.batch)
+            step += workers

@@ -89,14 +89,17 @@ class Decoder(nn.Module):
     def forward(self, codes: torch.Tensor, first: bool = True) -> torch.Tensor:
         """``first``: ``codes`` start the clip (the first latent frame decodes to one frame)."""
         x = self.inp(codes)
+        coarsest = None
         for i, blocks in enumerate(self.levels):
             x = blocks(x)
+            if i == 0:
+                coarsest = x
             if i < len(self.ups):
                 x = depth_to_space(self.ups[i](x), 2)
         features = F.silu(self.out_norm(x))
         video = depth_to_time(depth_to_space(self.out(features), self.cfg.patch_size), self.cfg.temporal_factor)
         if self.refine is not None:
-            video = video + self.refine(features, video)
+            video = video + self.refine(features, video, coarsest)
         return video[:, :, self.cfg.temporal_factor - 1 :] if first else video
 
 
@@ -108,6 +111,13 @@ class Refiner(nn.Module):
     stages at rising resolution (``1/p``, ``2/p``, ...), sees the coarse frames at its last stage, and
     adds a correction; its last convolution starts at zero, so a decoder trained without a refiner
     keeps its output when one is added and trained on top.
+
+    Per-frame capacity (where motion is drawn): ``refine_blocks`` residual blocks per stage (blocks
+    after a stage's first start as identity), and with ``frame_split`` a zero-initialised projection
+    of the decoder's coarsest features (``1/(p 2^(L-1))`` resolution, the widest level) into
+    ``f`` frames of stage-0 features, so each frame gets its own features from the richest level
+    instead of a linear share of the ``1/p`` vector. Both start as no-ops: a refiner grown this way
+    reproduces the smaller one's output until trained.
     """
 
     def __init__(self, cfg: TokenizerConfig):
@@ -116,6 +126,15 @@ class Refiner(nn.Module):
         widths = cfg.refine_channels
         self.split = nn.Conv3d(cfg.channels[0], cfg.temporal_factor * widths[0], 1)
         self.stages = nn.ModuleList([ResBlock(w, cfg.temporal_kernel) for w in widths])
+        self.extra = nn.ModuleList(
+            [nn.Sequential(*[ResBlock(w, cfg.temporal_kernel) for _ in range(n - 1)]) for w, n in zip(widths, cfg.refine_blocks)]
+        )
+        self.frame_up = 2 ** (len(cfg.channels) - 1)
+        self.frame_in = None
+        if cfg.frame_split:
+            self.frame_in = nn.Conv3d(cfg.channels[-1], cfg.temporal_factor * widths[0] * self.frame_up**2, 1)
+            nn.init.zeros_(self.frame_in.weight)
+            nn.init.zeros_(self.frame_in.bias)
         self.ups = nn.ModuleList([nn.Conv3d(a, 4 * b, 1) for a, b in itertools.pairwise(widths)])
         self.out_patch = cfg.patch_size // 2 ** (len(widths) - 1)
         self.coarse_in = nn.Conv3d(3 * self.out_patch**2, widths[-1], 1)
@@ -124,8 +143,11 @@ class Refiner(nn.Module):
         nn.init.zeros_(self.out.conv.weight)
         nn.init.zeros_(self.out.conv.bias)
 
-    def forward(self, features: torch.Tensor, coarse: torch.Tensor) -> torch.Tensor:
-        x = depth_to_time(self.split(features), self.cfg.temporal_factor)
+    def forward(self, features: torch.Tensor, coarse: torch.Tensor, coarsest: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.split(features)
+        if self.frame_in is not None:
+            x = x + depth_to_space(self.frame_in(coarsest), self.frame_up)
+        x = depth_to_time(x, self.cfg.temporal_factor)
         if self.out.streaming and not torch.is_grad_enabled():
             # streamed inference: one frame at a time (the causal convolutions carry the past), so
             # the 1/2-resolution activations exist for one frame, not for the whole window
@@ -136,7 +158,7 @@ class Refiner(nn.Module):
         for i, stage in enumerate(self.stages):
             if i == len(self.stages) - 1:
                 x = x + self.coarse_in(space_to_depth(coarse, self.out_patch))
-            x = stage(x)
+            x = self.extra[i](stage(x))
             if i < len(self.ups):
                 x = depth_to_space(self.ups[i](x), 2)
         return depth_to_space(self.out(F.silu(self.out_norm(x))), self.out_patch)

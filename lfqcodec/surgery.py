@@ -1,0 +1,42 @@
+"""Architecture surgery on trained tokenizers: remove residual blocks before a warm start.
+
+Growing is done by :func:`lfqcodec.train.warm_start` (new blocks start as identity, so the grown
+network reproduces the old one's output). Removing a block cannot be exact; it is how arithmetic moves
+from where it buys least to where it buys more (``benchmarks/block_importance.py`` measures what
+dropping each block costs before any training).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+from .tokenizer import Tokenizer
+
+
+def drop_decoder_block(source: Tokenizer, level: int, block: int) -> Tokenizer:
+    """A copy of ``source`` without residual block ``block`` of decoder level ``level``.
+
+    ``level`` counts as in ``TokenizerConfig.decoder_blocks`` (0 = the finest, ``1/patch_size``
+    resolution); the blocks after the removed one move up by one. Every other tensor is copied."""
+    cfg = source.cfg
+    if not 0 <= level < len(cfg.decoder_blocks) or not 0 <= block < cfg.decoder_blocks[level]:
+        raise ValueError(f"decoder level {level} has no block {block} (blocks per level: {cfg.decoder_blocks})")
+    if cfg.decoder_blocks[level] == 1:
+        raise ValueError(f"decoder level {level} has a single block; it cannot be removed")
+    blocks = list(cfg.decoder_blocks)
+    blocks[level] -= 1
+    target = Tokenizer(dataclasses.replace(cfg, decoder_blocks=tuple(blocks)))
+    module_index = len(cfg.decoder_blocks) - 1 - level  # decoder.levels runs coarsest first
+    pattern = re.compile(rf"^decoder\.levels\.{module_index}\.(\d+)\.(.*)$")
+    state = {}
+    for name, tensor in source.state_dict().items():
+        match = pattern.match(name)
+        if match:
+            index = int(match.group(1))
+            if index == block:
+                continue
+            name = f"decoder.levels.{module_index}.{index - (index > block)}.{match.group(2)}"
+        state[name] = tensor
+    target.load_state_dict(state)
+    return target

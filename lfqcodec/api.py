@@ -255,27 +255,46 @@ def encode_frames(
     if search_steps:
         header.metadata["search_steps"] = str(search_steps)
     search = SearchConfig(steps=search_steps)
-    splitter = ChunkSplitter(_check_size(frames, width, height), scenecut)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level)
-        previous_error = None
-        while True:
-            chunk_frames = splitter.chunk()
-            first = next(chunk_frames, None)
-            if first is None:
-                break
-            if splitter.starts_scene:
-                previous_error = None
-            chunk = codec.encode_chunk(itertools.chain([first], chunk_frames), gop, grid, keep, search, previous_error)
+        for chunk in encode_chunks(codec, frames, width, height, gop, keep, scenecut, search):
             writer.write_chunk(chunk.bits[:keep], chunk.frames)
-            previous_error = chunk.last_error
             if bar is not None:
                 bar.update(chunk.frames)
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()
     return EncodeReport(dst, header, dst.stat().st_size, time.time() - started)
+
+
+def encode_chunks(
+    codec: Codec,
+    frames: Iterable[np.ndarray],
+    width: int,
+    height: int,
+    gop: int,
+    keep: int,
+    scenecut: float = DEFAULT_SCENECUT,
+    search: SearchConfig | None = None,
+) -> Iterator[EncodedChunk]:
+    """The chunks :func:`encode_frames` writes, in memory: RGB frames (``height x width x 3`` uint8)
+    in, one :class:`EncodedChunk` per chunk out (up to ``gop`` frames, a new one at each scene cut;
+    the first ``keep`` of its bits are the ones a file stores). Settings are not checked here."""
+    s = codec.cfg.spatial_factor
+    grid = (-(-height // s), -(-width // s))
+    splitter = ChunkSplitter(_check_size(frames, width, height), scenecut)
+    previous_error = None
+    while True:
+        chunk_frames = splitter.chunk()
+        first = next(chunk_frames, None)
+        if first is None:
+            return
+        if splitter.starts_scene:
+            previous_error = None
+        chunk = codec.encode_chunk(itertools.chain([first], chunk_frames), gop, grid, keep, search, previous_error)
+        previous_error = chunk.last_error
+        yield chunk
 
 
 def _check_size(frames: Iterable[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:

@@ -177,6 +177,60 @@ def tokens(src, dst, sub_bits, overwrite):
 
 
 @main.command()
+@click.argument("inputs", nargs=-1, required=True)
+@click.option("--out", required=True, type=click.Path(path_type=Path),
+              help="Output folder: Parquet shards + manifest.json.")
+@click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
+@click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
+@click.option("--clip-frames", type=click.IntRange(1), default=None,
+              help="One row per window of this many frames, each coded on its own (1 + 4k, e.g. 33, gives whole "
+                   "latent frames) [default: one row per clip].")  # fmt: skip
+@click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
+              help="Also store factorized sub-token indices of this many bits (e.g. 8).")
+@click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True, help="As in encode.")
+@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
+              help="As in encode.")
+@click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
+              help="As in encode (slow).")
+@click.option("--shard-size", type=click.IntRange(1), default=64, show_default=True,
+              help="Clips per shard (the unit a rerun skips when complete).")
+@click.option("--workers", type=click.IntRange(1), default=None,
+              help="Worker processes, each with its own model (or Ray actors with --ray) "
+                   "[default: one per core, at most 8; one per GPU].")  # fmt: skip
+@click.option("--threads", type=click.IntRange(1), default=None, help="Threads per worker [default: cores / workers].")
+@click.option("--ray", "ray_address", default=None, metavar="auto|local|ADDRESS",
+              help="Run the workers on Ray (needs lfqcodec[scale]): auto = the running cluster, local = a new "
+                   "instance on this machine, or HOST:6379 / ray://HOST:10001.")  # fmt: skip
+@device_option
+@window_option
+@click.option("-y", "--overwrite", is_flag=True, help="Replace a dataset in OUT made with other settings or inputs.")
+@quiet_option
+@handle_errors
+def tokenize(inputs, out, model, quality, clip_frames, sub_bits, gop, scenecut, search_steps, shard_size, workers,
+             threads, ray_address, device, window, overwrite, quiet):  # fmt: skip
+    """Tokenize every video and image in INPUTS (files, folders, glob patterns) into sharded Parquet token
+    datasets for language-model training. A rerun skips the shards already complete."""
+    from .tokenize import tokenize_dataset
+
+    report = tokenize_dataset(
+        inputs, out, model=model, quality=quality, clip_frames=clip_frames, sub_bits=sub_bits, gop=gop,
+        scenecut=scenecut, search_steps=search_steps, window=window, shard_size=shard_size, workers=workers,
+        threads=threads, device=device, ray=ray_address, overwrite=overwrite, progress=not quiet,
+        command=_command_line(click.get_current_context()), warn=_warn_above_bar,
+    )  # fmt: skip
+    c = report.manifest["counts"]
+    if c["clips_failed"]:
+        click.echo(f"lfqcodec: warning: {c['clips_failed']} clips could not be read (listed in the manifest)", err=True)
+    if not quiet:
+        click.echo(
+            f"{out}: {c['clips_tokenized']} of {c['clips']} clips -> {c['rows']} rows, {c['tokens']} tokens in "
+            f"{c['shards_complete']} shards; {report.clips_done} clips this run "
+            f"({report.clips_per_second:.2f} clips/s, {report.seconds:.1f} s)",
+            err=True,
+        )
+
+
+@main.command()
 @click.argument("videos", nargs=-1, required=True, type=INPUT_PATH)
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True, help="Frames of each clip to code.")
 @click.option("--codecs", default="x265", show_default=True, help="Reference codecs: any of x265,x264,svtav1.")
@@ -217,6 +271,30 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     if plot_path:
         bench_module.plot(record, plot_path)
+
+
+def _warn_above_bar(message: str) -> None:
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)
+
+
+def _command_line(ctx: click.Context) -> str:
+    """The command as given (the options set on the command line, in canonical form), for manifests."""
+    import shlex
+
+    words = ["lfqcodec", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if ctx.get_parameter_source(param.name) != click.core.ParameterSource.COMMANDLINE:
+            continue
+        if isinstance(param, click.Argument):
+            words += [str(v) for v in (value if isinstance(value, tuple) else [value])]
+        elif getattr(param, "is_flag", False):
+            words.append(param.opts[-1]) if value else None
+        else:
+            words += [max(param.opts, key=len), str(value)]
+    return shlex.join(words)
 
 
 def _parse_blocks(value: str | None) -> tuple[int, ...] | None:

@@ -36,6 +36,7 @@ Z_MAX = 4096  # logits in 1/256 nat, clamped to -Z_MAX .. Z_MAX before the sigmo
 Z_SCALE = 256
 CONTEXTS = 3 * 9 * 6 * 4  # P x N x X x D
 _FREE = (1 << 24) - 2  # constriction's 24-bit precision minus one slot per symbol
+GAINS = np.array([16, 12, 20, 24, 32, 40, 48, 64], dtype=np.int32)  # logit gains in 1/16, 1.0 first
 
 
 def sigmoid_table() -> np.ndarray:
@@ -46,19 +47,34 @@ def sigmoid_table() -> np.ndarray:
     return np.clip(np.round(65536 / (1 + np.exp(-z))), 1, 65535).astype(np.uint16)
 
 
+def cost_table(sigmoid: np.ndarray) -> np.ndarray:
+    """``cost[z + Z_MAX, y]``: the code length of bit ``y`` at logit ``z``, ``-log2 P(y)`` in 1/256
+    bit, rounded (uint16 ``(2 * Z_MAX + 1) x 2``). Like the sigmoid table, computed when a model is
+    fitted and stored with it."""
+    q = sigmoid.astype(np.float64) / 65536
+    cost = np.stack([-np.log2(1 - q), -np.log2(q)], axis=1) * 256
+    return np.clip(np.round(cost), 0, 65535).astype(np.uint16)
+
+
 @dataclass(frozen=True)
 class FittedModel:
     """Logistic context model with integer parameters (``docs/FORMAT.md``, "Fitted model").
 
     ``table``: int32 ``B x CONTEXTS`` (1/256 nat), ``weights``: int32 ``B x B`` (row ``k`` uses
-    columns ``j < k``), ``sigmoid``: uint16 ``2 * Z_MAX + 1``. ``tokenizer_id`` binds the model to
-    the tokenizer whose tokens it was fitted on."""
+    columns ``j < k``), ``sigmoid``: uint16 ``2 * Z_MAX + 1``, ``cost``: uint16 ``(2 * Z_MAX + 1) x 2``
+    (:func:`cost_table`). ``tokenizer_id`` binds the model to the tokenizer whose tokens it was
+    fitted on."""
 
     table: np.ndarray
     weights: np.ndarray
     sigmoid: np.ndarray
     tokenizer_id: bytes
     name: str = ""
+    cost: np.ndarray | None = None  # derived from ``sigmoid`` when not given
+
+    def __post_init__(self) -> None:
+        if self.cost is None:
+            object.__setattr__(self, "cost", cost_table(self.sigmoid))
 
     @property
     def bits(self) -> int:
@@ -68,7 +84,7 @@ class FittedModel:
     def model_id(self) -> bytes:
         """First 16 bytes of the SHA-256 of the parameters and the tokenizer id (FORMAT.md)."""
         digest = hashlib.sha256(self.tokenizer_id)
-        for name in ("sigmoid", "table", "weights"):
+        for name in ("cost", "sigmoid", "table", "weights"):
             array = np.ascontiguousarray(getattr(self, name))
             digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
             digest.update(array.tobytes())
@@ -141,6 +157,9 @@ class _State:
         self.table = model.table.astype(np.float32)
         self.weights = model.weights.astype(np.float32)
         self.pairs = _coder_probabilities(model.sigmoid)
+        self.cost = model.cost.astype(np.int64)
+        self.gain = np.full(self.bits, GAINS[0], dtype=np.int32)  # per plane, chosen by past latent frames
+        self.spent = np.zeros((self.bits, GAINS.size), dtype=np.int64)  # code length under each gain
         self.prev: list[np.ndarray] | None = None
         self.begin_frame(None)
 
@@ -149,6 +168,7 @@ class _State:
         self.prev = None if prev_spatial is None else self.grid.split(prev_spatial)
         self.cur = [np.zeros((self.bits, idx.size), dtype=np.uint8) for idx in self.grid.positions]
         self.diff = [np.zeros(idx.size, dtype=np.int32) for idx in self.grid.positions]
+        self.logits: list[np.ndarray] = []  # per (k, phase), before the gain
 
     def contexts(self, k: int, phase: int) -> np.ndarray:
         """Context of each position of ``phase`` in plane ``k`` (FORMAT.md, "Contexts")."""
@@ -168,14 +188,23 @@ class _State:
         z = self.table[k, self.contexts(k, phase)]
         if k:  # sum_j w[k, j] * (2 * bit_j - 1): small integers, exact in float32
             z = z + self.weights[k, :k] @ (self.cur[phase][:k].astype(np.float32) * 2 - 1)
-        np.clip(z, -Z_MAX, Z_MAX, out=z)
-        return self.pairs[z.astype(np.int32) + Z_MAX]
+        z = z.astype(np.int32)
+        self.logits.append(z)
+        z = np.clip((z * self.gain[k]) >> 4, -Z_MAX, Z_MAX)
+        return self.pairs[z + Z_MAX]
 
     def end_frame(self) -> np.ndarray:
         """The finished latent frame (bool ``bits x h x w``); prepares the next."""
         frame = np.zeros((self.bits, self.grid.h * self.grid.w), dtype=bool)
         for phase, idx in enumerate(self.grid.positions):
             frame[:, idx] = self.cur[phase]
+        if self.prev is not None:  # adapt each plane's gain to this chunk (FORMAT.md, "Gain")
+            for k in range(self.bits):
+                z = np.concatenate(self.logits[2 * k : 2 * k + 2])
+                y = np.concatenate([self.cur[0][k], self.cur[1][k]]).astype(np.int64)
+                zi = np.clip((z[None] * GAINS[:, None]) >> 4, -Z_MAX, Z_MAX) + Z_MAX
+                self.spent[k] += self.cost[zi, y[None]].sum(axis=1)
+            self.gain = GAINS[np.argmin(self.spent, axis=1)]
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
         self.begin_frame(frame)
         return frame

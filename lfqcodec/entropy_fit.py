@@ -88,3 +88,54 @@ def fit_model(chunks: Iterable[np.ndarray], tokenizer_id: bytes, name: str = "",
         weights[k, :k] = np.clip(np.round(w * Z_SCALE), -Z_MAX, Z_MAX)
         log.info("plane %d fitted on %d tokens", k, len(tokens))
     return FittedModel(table, weights, sigmoid_table(), tokenizer_id, name)
+
+
+HELD_OUT = ("bikes", "carphone", "carphone_pristine", "armwrestling", "kitten", "aquarium", "vtest")  # validation
+# and entropy-benchmark clips: never fitted on
+MEDIA = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".png", ".jpg", ".jpeg"}
+
+
+def training_clips(sources: Iterable, held_out: Iterable[str] = HELD_OUT) -> list:
+    """Media files under ``sources`` (folders or files), without the held-out clips (by stem)."""
+    from pathlib import Path
+
+    held = set(held_out)
+    clips = []
+    for source in map(Path, sources):
+        files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+        clips += [p for p in files if p.suffix.lower() in MEDIA and p.stem not in held]
+    return clips
+
+
+def train_entropy(tokenizer, sources: Iterable, out=None, frames: int = 65, max_tokens: int = 400_000,
+                  held_out: Iterable[str] = HELD_OUT, progress=None):  # fmt: skip
+    """Fit the entropy model for ``tokenizer`` (a :class:`~lfqcodec.checkpoint.LoadedModel`) on the
+    first ``frames`` frames of each clip under ``sources`` and write it to ``out`` (default
+    ``models/<tokenizer name>.entropy``). Tokens are cached per tokenizer id
+    (:mod:`lfqcodec.token_cache`). Returns the written path and the fitted model."""
+    from pathlib import Path
+
+    from .checkpoint import MODELS_DIR
+    from .entropy_store import save_entropy_model
+    from .errors import LfqError
+    from .token_cache import clip_tokens
+
+    clips = training_clips(sources, held_out)
+    chunks, names = [], []
+    for clip in clips:
+        try:
+            tokens = clip_tokens(clip, tokenizer, max_frames=frames)
+        except LfqError as exc:
+            log.warning("skipped %s: %s", clip, exc)
+            continue
+        if progress:
+            progress(f"{clip.name}: {'skipped (too large)' if tokens is None else f'{len(tokens.chunks)} chunks'}")
+        if tokens is not None:
+            chunks += tokens.chunks
+            names.append(clip.name)
+    if not chunks:
+        raise LfqError("no training clips found for train-entropy (pass --data)")
+    model = fit_model(chunks, tokenizer.model_id, f"{tokenizer.name}-entropy", max_tokens=max_tokens)
+    out = Path(out) if out else MODELS_DIR / f"{tokenizer.name}.entropy"
+    save_entropy_model(out, model, names)
+    return out, model

@@ -1,6 +1,6 @@
 """``.entropy`` files: a fitted context model bound to one tokenizer (``docs/FORMAT.md``,
 "Entropy model files"). safetensors (no pickle) with tensors ``table`` (int32 ``B x 648``),
-``weights`` (int32 ``B x B``), ``sigmoid`` (uint16 ``8193``) and metadata ``lfqcodec.format``
+``weights`` (int32 ``B x B``), ``sigmoid`` (uint16 ``8193``), ``cost`` (uint16 ``8193 x 2``) and metadata ``lfqcodec.format``
 (``entropy-v1``), ``lfqcodec.tokenizer_id`` (hex, 16 bytes), ``lfqcodec.name``, ``lfqcodec.id``
 (hex of :attr:`FittedModel.model_id`) and ``lfqcodec.trained_on`` (JSON list of clip names)."""
 
@@ -34,7 +34,7 @@ def save_entropy_model(path: str | os.PathLike, model: FittedModel, trained_on: 
         "lfqcodec.trained_on": json.dumps(trained_on or []),
     }
     tensors = {"table": model.table.astype(np.int32), "weights": model.weights.astype(np.int32),
-               "sigmoid": model.sigmoid.astype(np.uint16)}  # fmt: skip
+               "sigmoid": model.sigmoid.astype(np.uint16), "cost": model.cost.astype(np.uint16)}  # fmt: skip
     with atomic_output(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     return path
@@ -56,18 +56,19 @@ def load_entropy_model(path: str | os.PathLike) -> FittedModel:
     if metadata.get("lfqcodec.format") != FORMAT:
         raise ModelError(f"{path} is not an lfqcodec entropy model (format {metadata.get('lfqcodec.format')!r})")
     try:
-        table, weights, sigmoid = tensors["table"], tensors["weights"], tensors["sigmoid"]
+        table, weights, sigmoid, cost = tensors["table"], tensors["weights"], tensors["sigmoid"], tensors["cost"]
         tokenizer_id = bytes.fromhex(metadata["lfqcodec.tokenizer_id"])
     except (KeyError, ValueError) as exc:
         raise ModelError(f"{path}: incomplete entropy model ({exc})") from None
     bits = table.shape[0] if table.ndim == 2 else 0
     shapes_ok = (table.shape == (bits, CONTEXTS) and weights.shape == (bits, bits) and sigmoid.shape == (2 * Z_MAX + 1,)
+                 and cost.shape == (2 * Z_MAX + 1, 2) and cost.dtype == np.uint16
                  and table.dtype == np.int32 and weights.dtype == np.int32 and sigmoid.dtype == np.uint16)  # fmt: skip
     if not (shapes_ok and 1 <= bits <= 62 and len(tokenizer_id) == 16):
         raise ModelError(f"{path}: entropy model tables have the wrong shapes or types")
     if np.abs(table).max() > 2 * Z_MAX or np.abs(weights).max() > Z_MAX or sigmoid.min() < 1 or np.triu(weights).any():
         raise ModelError(f"{path}: entropy model tables out of range")
-    model = FittedModel(table, weights, sigmoid, tokenizer_id, metadata.get("lfqcodec.name", path.stem))
+    model = FittedModel(table, weights, sigmoid, tokenizer_id, metadata.get("lfqcodec.name", path.stem), cost)
     if metadata.get("lfqcodec.id") != model.model_id.hex():
         raise ModelError(f"{path}: tables do not match their recorded id (file damaged?)")
     return model

@@ -198,7 +198,7 @@ class _State:
         frame = np.zeros((self.bits, self.grid.h * self.grid.w), dtype=bool)
         for phase, idx in enumerate(self.grid.positions):
             frame[:, idx] = self.cur[phase]
-        if self.prev is not None:  # adapt each plane's gain to this chunk (FORMAT.md, "Gain")
+        if self.prev is not None and self.logits:  # adapt each plane's gain (FORMAT.md, "Context model")
             for k in range(self.bits):
                 z = np.concatenate(self.logits[2 * k : 2 * k + 2])
                 y = np.concatenate([self.cur[0][k], self.cur[1][k]]).astype(np.int64)

@@ -93,7 +93,10 @@ class Tokens:
 
 def _indices(frame: np.ndarray) -> np.ndarray:
     """Bits ``b x gh x gw`` -> int64 indices ``gh x gw`` (bit ``i`` has weight ``2^i``)."""
-    return np.tensordot(np.left_shift(1, np.arange(frame.shape[0], dtype=np.int64)), frame.astype(np.int64), axes=1)
+    indices = np.zeros(frame.shape[1:], dtype=np.int64)
+    for k in range(frame.shape[0]):  # plane by plane: memory two index arrays, not b
+        indices |= frame[k].astype(np.int64) << k
+    return indices
 
 
 def _factorize(indices: np.ndarray, bits: int, sub_bits: int) -> np.ndarray:

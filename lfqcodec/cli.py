@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -70,6 +71,14 @@ def handle_errors(func):
 @click.version_option(package_name="lfqcodec")
 def main() -> None:
     """A video codec built on a causal LFQ tokenizer (MAGVIT-v2 style)."""
+    signal.signal(signal.SIGTERM, _terminated)
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (``timeout``, a service stopping a job) ends the command like Ctrl-C: temporary outputs are
+    removed on the way out, never left half-written."""
+    click.echo("lfqcodec: error: terminated", err=True)
+    raise SystemExit(128 + signum)
 
 
 device_option = click.option(
@@ -131,7 +140,9 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, zstd_level, ma
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
 @click.option("--salvage", is_flag=True,
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
-@max_pixels_option
+@click.option("--max-pixels", type=click.IntRange(0), default=None, metavar="N",
+              help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
+                   "limit [default: 3840x2160 = 8294400: decoding needs ~170 bytes per pixel of one frame].")  # fmt: skip
 @device_option
 @window_option
 @overwrite_option
@@ -141,7 +152,8 @@ def decode(src, dst, start, frames, model, salvage, max_pixels, device, window, 
     """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
-        overwrite=overwrite, progress=not quiet, salvage=salvage, max_pixels=max_pixels,
+        overwrite=overwrite, progress=not quiet, salvage=salvage,
+        **({} if max_pixels is None else {"max_pixels": max_pixels}),
     )  # fmt: skip
     if report.lost:
         ranges = ", ".join(f"{a}-{b}" for a, b in report.lost)

@@ -64,10 +64,13 @@ def open_reader(path: str | os.PathLike, salvage: bool = False, entropy: bool = 
         raise
 
 
+DEFAULT_MAX_PIXELS = 3840 * 2160  # decoding needs ~170 bytes per pixel of one frame: 4K UHD stays under 2 GiB
+
+
 def check_size(h: StreamHeader, max_pixels: int | None) -> None:
     """Refuse frames larger than the user's limit before any work is done."""
-    if max_pixels is not None and h.width * h.height > max_pixels:
-        raise LfqError(f"frame size {h.width}x{h.height} exceeds --max-pixels {max_pixels}")
+    if max_pixels and h.width * h.height > max_pixels:
+        raise LfqError(f"frame size {h.width}x{h.height} exceeds --max-pixels {max_pixels} (0 = no limit)")
 
 
 def check_against_model(src: str | os.PathLike, h: StreamHeader, loaded: LoadedModel) -> None:
@@ -149,7 +152,7 @@ def decode_frames(
     salvage: bool = False,
     lost: list[tuple[int, int]] | None = None,
     lost_updates: list[tuple[int, int, int]] | None = None,
-    max_pixels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> Iterator[np.ndarray]:
     """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
 
@@ -227,7 +230,7 @@ def decode_file(
     overwrite: bool = False,
     progress: bool = False,
     salvage: bool = False,
-    max_pixels: int | None = None,
+    max_pixels: int | None = DEFAULT_MAX_PIXELS,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
     ``frames`` select a frame range (only the chunks holding it are decoded)."""

@@ -130,3 +130,30 @@ def test_info_escapes_control_characters(tmp_path):
     result = run("info", path)
     assert result.exit_code == 0 and "\x1b" not in result.output and "\u202e" not in result.output
     assert "evil\\x1b]0;owned\\x07" in result.output and "x\\u202ey\\x0az" in result.output
+
+
+def test_decode_refuses_frames_beyond_the_default_pixel_limit(tmp_path):
+    path = tmp_path / "big.lfq"
+    path.write_bytes(_big_chunk_file())  # 8192 x 8192: ~11 GiB to decode a frame
+    result = run("decode", path, tmp_path / "out.mkv")
+    assert result.exit_code == 1 and "exceeds --max-pixels 8294400" in result.output
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_sigterm_leaves_no_partial_output(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "big.lfq"
+    path.write_bytes(_big_chunk_file(bits=32, frames=257))  # 2.3 GB of int64 tokens: seconds to write
+    process = subprocess.Popen([sys.executable, "-m", "lfqcodec.cli", "tokens", str(path), str(tmp_path / "t.npz")],
+                               stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 120
+    while not any(".partial" in p.name for p in tmp_path.iterdir()) and time.time() < deadline:
+        time.sleep(0.05)  # until the output is being written
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM and b"terminated" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["big.lfq"]

@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -27,6 +27,8 @@ import torch.nn.functional as F
 from safetensors import safe_open
 
 from . import __version__
+from . import preset as presets
+from .adapt import UpdateState, update_for
 from .atomic import atomic_output, check_destination
 from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, LfqWriter, StreamHeader
@@ -199,6 +201,7 @@ def encode_file(
     overwrite: bool = False,
     progress: bool = False,
     max_frames: int | None = None,
+    preset: str = "medium",
 ) -> EncodeReport:
     """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``."""
     started = time.time()
@@ -211,7 +214,7 @@ def encode_file(
             frames, dst, width=source.info.width, height=source.info.height, fps=source.info.fps,
             time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
             device=device, gop=gop, zstd_level=zstd_level, window=window, scenecut=scenecut, search_steps=search_steps,
-            overwrite=True, progress_total=source.info.frame_count_hint if progress else None,
+            preset=preset, overwrite=True, progress_total=source.info.frame_count_hint if progress else None,
         )  # fmt: skip
     return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started)
 
@@ -235,6 +238,7 @@ def encode_frames(
     search_steps: int = 0,
     overwrite: bool = False,
     progress_total: int | None = None,
+    preset: str = "medium",
 ) -> EncodeReport:
     """Compress RGB frames (``height x width x 3`` uint8 each) into the ``.lfq`` file ``dst``.
 
@@ -242,12 +246,15 @@ def encode_frames(
     0..255, that can mark one; 0 turns detection off, so chunks are exactly ``gop`` frames).
     ``search_steps`` > 0 searches the bits against the decoder (:mod:`lfqcodec.search`): better
     pictures, same decoder, far slower encoding (each step is a decoder forward and backward pass
-    over the chunk; measured in ``models/lfq-base.md``).
+    over the chunk; measured in ``models/lfq-base.md``). ``preset`` (:mod:`lfqcodec.preset`): slower
+    presets fit a decoder update per run of chunks and search the bits, deciding by rate and distortion.
     ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr."""
     started = time.time()
     dst = check_destination(dst, overwrite)
     if not 1 <= zstd_level <= 22:
         raise LfqError(f"zstd level {zstd_level} outside 1..22")
+    chosen = presets.resolve(preset)
+    window, zstd_level = chosen.window or window, chosen.zstd_level or zstd_level
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     cfg = loaded.config
     if quality not in cfg.quality_bits:
@@ -262,21 +269,27 @@ def encode_frames(
         model_id=loaded.model_id, width=width, height=height, frame_count=0, fps=Fraction(fps),
         time_base=Fraction(time_base or 1 / Fraction(fps)), bits=keep, model_bits=cfg.num_bits,
         temporal_factor=cfg.temporal_factor, spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
-        metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}", **(metadata or {})},
+        metadata={"model_name": loaded.name, "quality": quality, "preset": preset, "encoder": f"lfqcodec {__version__}",
+                  **(metadata or {})},
     )  # fmt: skip
     if scenecut < 0:
         raise LfqError(f"--scenecut must be >= 0, got {scenecut}")
     if search_steps < 0:
         raise LfqError(f"--search must be >= 0, got {search_steps}")
-    if search_steps:
-        header.metadata["search_steps"] = str(search_steps)
+    if search_steps and (chosen.fit is not None or chosen.search_steps):
+        chosen = replace(chosen, search_steps=search_steps)
+    if search_steps or chosen.search_steps:
+        header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
     search = SearchConfig(steps=search_steps)
     splitter = ChunkSplitter(_check_size(frames, width, height), scenecut)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level)
         previous_error = None
-        while True:
+        if chosen.fit is not None or chosen.search_steps:
+            runner = presets.RunEncoder(codec, grid, keep, chosen, zstd_level)
+            presets.write_runs(runner, splitter, writer, gop, bar)
+        while chosen.fit is None and not chosen.search_steps:
             chunk_frames = splitter.chunk()
             first = next(chunk_frames, None)
             if first is None:
@@ -375,29 +388,34 @@ def decode_frames(
                 f"not {loaded.name!r} ({loaded.model_id.hex()})"
             )
         codec = Codec(loaded, select_device(device), window)
+        updates = UpdateState(codec.tokenizer.decoder)
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
-        for position, first, count in _chunk_spans(reader):
-            if first + count <= start or first >= end:
-                continue
-            blocks: Iterable[np.ndarray]
-            try:
-                if position is None:
-                    raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
-                bits = reader.read_chunk(position)
-                blocks = codec.decode_chunk(bits, count, h.height, h.width)
-            except FormatError as exc:
-                if not salvage:
-                    raise FormatError(f"{src}: {exc}") from None
-                if lost is not None:
-                    lost.append((max(first, start), min(first + count, end) - 1))
-                blocks = [np.broadcast_to(previous, (count, *previous.shape))]
-            at = first
-            for block in blocks:
-                lo, hi = max(start - at, 0), min(end - at, len(block))
-                yield from block[lo:hi]
-                if len(block):
-                    previous = block[-1]
-                at += len(block)
+        try:
+            for position, first, count in _chunk_spans(reader):
+                if first + count <= start or first >= end:
+                    continue
+                blocks: Iterable[np.ndarray]
+                try:
+                    if position is None:
+                        raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
+                    bits = reader.read_chunk(position)
+                    updates.use(*update_for(reader, position))
+                    blocks = codec.decode_chunk(bits, count, h.height, h.width)
+                except FormatError as exc:
+                    if not salvage:
+                        raise FormatError(f"{src}: {exc}") from None
+                    if lost is not None:
+                        lost.append((max(first, start), min(first + count, end) - 1))
+                    blocks = [np.broadcast_to(previous, (count, *previous.shape))]
+                at = first
+                for block in blocks:
+                    lo, hi = max(start - at, 0), min(end - at, len(block))
+                    yield from block[lo:hi]
+                    if len(block):
+                        previous = block[-1]
+                    at += len(block)
+        finally:
+            updates.close()  # the caller's model keeps its own weights
 
 
 def _chunk_spans(reader: LfqReader) -> Iterator[tuple[int | None, int, int]]:
@@ -479,6 +497,7 @@ def read_info(path: str | os.PathLike) -> dict:
             "file_bytes": size,
             "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex()},
             "quality": h.metadata.get("quality"),
+            "preset": h.metadata.get("preset"),
             "width": h.width,
             "height": h.height,
             "frame_count": h.frame_count,

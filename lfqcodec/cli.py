@@ -18,6 +18,7 @@ from . import api
 from .errors import LfqError
 
 QUALITIES = ("low", "medium", "high")
+PRESETS = ("fast", "medium", "slow", "veryslow")  # lfqcodec.preset.PRESETS (not imported: keeps the CLI light)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -75,6 +76,10 @@ window_option = click.option(
               help="Search the bits against the decoder for this many steps per chunk: better pictures, same "
                    "decoder, much slower encoding (each step decodes the chunk forward and backward; "
                    "e.g. 20; 0 = off).")  # fmt: skip
+@click.option("--preset", type=click.Choice(PRESETS), default="medium", show_default=True,
+              help="Speed against quality at the same rate (x265's names): fast = bigger encoder steps; slow and "
+                   "veryslow fit a decoder update to the clip and search the bits, each only where it pays for its "
+                   "bytes (recorded in the file; decoding needs no flag).")  # fmt: skip
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
 @device_option
@@ -82,12 +87,13 @@ window_option = click.option(
 @overwrite_option
 @quiet_option
 @handle_errors
-def encode(src, dst, model, quality, gop, scenecut, search_steps, zstd_level, max_frames, device, window, overwrite,
-           quiet):  # fmt: skip
+def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_level, max_frames, device, window,
+           overwrite, quiet):  # fmt: skip
     """Compress the video SRC (anything FFmpeg reads) into DST (.lfq)."""
     report = api.encode_file(
         src, dst, model=model, quality=quality, device=device, gop=gop, scenecut=scenecut, zstd_level=zstd_level,
         search_steps=search_steps, window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
+        preset=preset,
     )  # fmt: skip
     if not quiet:
         h = report.header
@@ -141,7 +147,7 @@ def info(src, as_json):
         f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
         f"({data['duration_s']:.3f} s), time base {data['time_base']}",
         f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
-        f"encoder:     {meta.get('encoder', '?')}"
+        f"encoder:     {meta.get('encoder', '?')}, preset {data.get('preset') or 'medium'}"
         + (f", bit search {meta['search_steps']} steps" if meta.get("search_steps") else ""),
         f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
         f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
@@ -153,6 +159,11 @@ def info(src, as_json):
     for c in data["chunks"]:
         last = c["first_frame"] + c["frames"] - 1
         lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}")
+    updates = data.get("updates") or []
+    lines.append(f"updates:     {len(updates)} decoder update(s), {sum(u.get('bytes', 0) for u in updates)} bytes")
+    for u in updates:
+        lines.append(f"  update {u.get('index', '?')}: chunks {u.get('first_chunk')}-"
+                     f"{u.get('first_chunk', 0) + u.get('chunk_count', 1) - 1}, {u.get('bytes')} bytes")  # fmt: skip
     click.echo("\n".join(lines))
 
 

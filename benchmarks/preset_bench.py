@@ -6,7 +6,8 @@ decode time with and without the decoder update.
 
 Each clip's first ``--frames`` frames (optionally a central ``--crop``) are coded in chunks of
 ``--gop`` frames (no scene cuts, the same chunks for every preset) by the preset's encoder
-(:class:`lfqcodec.preset.RunEncoder`); the token bits are written with the ``.lfq`` writer into
+(:class:`lfqcodec.preset.RunEncoder`), one update per run of whole chunks of at most the preset's
+``run_frames`` frames (``--run-frames``); the token bits are written with the ``.lfq`` writer into
 memory and the update payload's bytes plus ``RECORD_BYTES`` for its record are added: the size a
 file would have. PSNR is over RGB, all frames, from the decoder's own output (update applied).
 
@@ -88,10 +89,10 @@ def code_clip(codec: Codec, loaded, frames: list[np.ndarray], preset: Preset, qu
     runner = RunEncoder(codec, grid, keep, preset, zstd)
     starts = list(range(0, len(frames), gop))
     runs, at = [], 0
-    while at < len(starts):  # whole chunks, at most run_frames frames per run
+    while at < len(starts):  # whole chunks, at most run_frames frames per run (as preset.write_runs)
         run = [starts[at]]
         at += 1
-        while at < len(starts) and starts[at] + gop - run[0] <= preset.run_frames:
+        while at < len(starts) and min(starts[at] + gop, len(frames)) - run[0] <= preset.run_frames:
             run.append(starts[at])
             at += 1
         runs.append(run)
@@ -189,6 +190,7 @@ def main() -> None:
     parser.add_argument("--sweep-frames", type=int, default=33)
     parser.add_argument("--sweep-budget", type=float, default=1e9, help="seconds; later candidates are skipped")
     parser.add_argument("--candidates", nargs="*", default=[])
+    parser.add_argument("--run-frames", type=int, default=None, help="frames per update run [default: the preset's]")
     parser.add_argument("--deadline", type=float, default=1e9, help="seconds; later clip/preset pairs are skipped")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (faster fitting; not the CPU's bits)")
     parser.add_argument("--out", type=Path, default=None)
@@ -219,6 +221,8 @@ def main() -> None:
                 old = presets[name]
                 steps = fit.steps if name == "veryslow" else max(1, fit.steps // 3)
                 presets[name] = dataclasses.replace(old, spec=spec, fit=dataclasses.replace(old.fit, steps=steps, lr=fit.lr))
+    if args.run_frames:
+        presets = {n: dataclasses.replace(p, run_frames=args.run_frames) for n, p in presets.items()}
     # attributions: the slowest preset without its rate term, and without its update
     presets["veryslow-rate0"] = dataclasses.replace(presets["veryslow"], name="veryslow-rate0", search_rate=0.0)
     presets["veryslow-noupdate"] = dataclasses.replace(presets["veryslow"], name="veryslow-noupdate", fit=None)

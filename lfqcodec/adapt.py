@@ -17,7 +17,7 @@ tokenizer of this architecture family works (``docs/FORMAT.md``, "Decoder update
 
 Parameters are enumerated in ``decoder.named_modules()`` order, so the payload holds no names.
 Each tensor's change is quantised on its own uniform grid (``step = max|change| / (2^(bits-1) - 1)``,
-the step stored as float16) and all integers are zstd-compressed together.
+the step stored as float16) and all integers are zstd-compressed together (one frame, with its checksum).
 """
 
 from __future__ import annotations
@@ -119,7 +119,7 @@ class DecoderUpdate:
         head = _HEAD.pack(PAYLOAD_MAGIC, spec.flags, spec.lora_rank, spec.bits, 0, len(self.values))
         steps = np.asarray(self.steps, dtype="<f2").tobytes()
         raw = b"".join(v.astype(np.int8).tobytes() for v in self.values)
-        return head + steps + zstandard.ZstdCompressor(level=level).compress(raw)
+        return head + steps + zstandard.ZstdCompressor(level=level, write_checksum=True).compress(raw)
 
     @classmethod
     def from_bytes(cls, data: bytes, decoder: nn.Module) -> DecoderUpdate:

@@ -40,17 +40,23 @@ class Preset:
     window: int | None = None  # latent frames per encoder step (None: the caller's)
     zstd_level: int | None = None  # None: the caller's
     search_steps: int = 0  # bit search steps per tile, per chunk
-    search_rate: float = 2.0  # the search's rate_weight (rate-aware search, lfqcodec.search)
+    search_rate: float = 0.0  # the search's own rate term (lfqcodec.search); 0: the chunk-level check alone
+    # decides (measured: a rate term of 2 kept the rate but lost most of the search's gain)
     fit: FitConfig | None = None  # decoder update fitting (None: no update)
-    spec: UpdateSpec = field(default_factory=UpdateSpec)
+    spec: UpdateSpec = field(default_factory=lambda: UPDATE_SPEC)
     run_frames: int = 65  # frames one update covers at most (whole chunks; a long video re-fits)
 
+
+# The update's design, chosen by measurement (benchmarks/results/update/): norm scales and shifts and
+# convolution biases of the decoder, 4-bit values, Adam at 1e-2 (best net gain of five designs on bikes).
+UPDATE_SPEC = UpdateSpec(norms=True, biases=True, lora_rank=0, refiner=False, bits=4)
+UPDATE_LR = 1e-2
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset("fast", window=FAST_WINDOW, zstd_level=9),
     "medium": Preset("medium"),
-    "slow": Preset("slow", search_steps=8, fit=FitConfig(steps=40)),
-    "veryslow": Preset("veryslow", search_steps=20, fit=FitConfig(steps=120)),
+    "slow": Preset("slow", search_steps=8, fit=FitConfig(steps=50, lr=UPDATE_LR)),
+    "veryslow": Preset("veryslow", search_steps=20, fit=FitConfig(steps=150, lr=UPDATE_LR)),
 }
 
 

@@ -35,11 +35,12 @@ import torch
 from lfqcodec.adapt import UpdateSpec, UpdateState
 from lfqcodec.adapt_fit import FitConfig
 from lfqcodec.api import Codec, select_device
-from lfqcodec.checkpoint import load_model
+from lfqcodec.checkpoint import MODELS_DIR, load_model
+from lfqcodec.entropy_store import find_for_tokenizer
 from lfqcodec.container import LfqWriter, StreamHeader
 from lfqcodec.preset import DB_PER_DOUBLING, PRESETS, Preset, RunEncoder, psnr_of
 
-RECORD_BYTES = 48  # an update record's framing in the container (header + CRCs), an upper estimate
+RECORD_BYTES = 48  # --format 1.1 (no update records): an update record's framing, estimated
 
 
 def load_clip(path: Path, frames: int, crop: int | None) -> list[np.ndarray]:
@@ -77,7 +78,7 @@ def sync(device: torch.device) -> None:
 
 
 def code_clip(codec: Codec, loaded, frames: list[np.ndarray], preset: Preset, quality: str, gop: int,
-              timing: bool = True) -> dict:
+              timing: bool = True, version: tuple[int, int] = (2, 0)) -> dict:
     cfg, device = loaded.config, codec.device
     keep, s = cfg.quality_bits[quality], cfg.spatial_factor
     height, width = frames[0].shape[:2]
@@ -86,7 +87,8 @@ def code_clip(codec: Codec, loaded, frames: list[np.ndarray], preset: Preset, qu
     codec.window = preset.window or 2
     sync(device)
     started = time.time()
-    runner = RunEncoder(codec, grid, keep, preset, zstd)
+    entropy_model = find_for_tokenizer(loaded.model_id, MODELS_DIR) if version[0] == 2 else None
+    runner = RunEncoder(codec, grid, keep, preset, zstd, entropy_model)
     starts = list(range(0, len(frames), gop))
     runs, at = [], 0
     while at < len(starts):  # whole chunks, at most run_frames frames per run (as preset.write_runs)
@@ -107,13 +109,16 @@ def code_clip(codec: Codec, loaded, frames: list[np.ndarray], preset: Preset, qu
                           cfg.temporal_factor, s, gop, grid[0], grid[1], metadata={"model_name": loaded.name,
                           "quality": quality, "preset": preset.name})  # fmt: skip
     buffer = io.BytesIO()
-    writer = LfqWriter(buffer, header, zstd)
+    writer = LfqWriter(buffer, header, zstd, version, entropy_model)
     for result in results:
+        if result.payload is not None:
+            writer.write_update(result.payload, len(writer.entries), len(result.chunks))
         for chunk in result.chunks:
             writer.write_chunk(chunk.bits[:keep], len(chunk.frames))
     writer.close()
-    update_bytes = sum(len(r.payload) + RECORD_BYTES for r in results if r.payload)
-    size = len(buffer.getvalue()) + update_bytes
+    update_bytes = sum(len(r.payload) for r in results if r.payload)
+    size = len(buffer.getvalue()) + (update_bytes + RECORD_BYTES * sum(1 for r in results if r.payload)
+                                     if version[0] == 1 else 0)  # 1.x cannot hold them: estimated
 
     def decode(with_updates: bool) -> tuple[float, float]:
         state, total, count = UpdateState(codec.tokenizer.decoder), 0.0, 0
@@ -161,7 +166,7 @@ def sweep(codec, loaded, clips, args) -> tuple[list[dict], str | None]:
         gains = []
         for clip in clips:
             preset = Preset(name, fit=fit, spec=spec)
-            row = code_clip(codec, loaded, clip[1], preset, args.quality, args.gop, timing=False)
+            row = code_clip(codec, loaded, clip[1], preset, args.quality, args.gop, timing=False, version=args.format)
             stats = row["runs"]
             base = sum(r["base_bytes"] for r in stats)
             upd = sum(r.get("update_bytes", 0) for r in stats)
@@ -190,6 +195,9 @@ def main() -> None:
     parser.add_argument("--sweep-frames", type=int, default=33)
     parser.add_argument("--sweep-budget", type=float, default=1e9, help="seconds; later candidates are skipped")
     parser.add_argument("--candidates", nargs="*", default=[])
+    parser.add_argument("--format", type=lambda v: tuple(int(x) for x in v.split(".")), default=(2, 0),
+                        help="container version: 2.0 (context coder when the model has one, real update records) "
+                             "or 1.1 (zstd; update records estimated, as in the first H200 run)")
     parser.add_argument("--run-frames", type=int, default=None, help="frames per update run [default: the preset's]")
     parser.add_argument("--deadline", type=float, default=1e9, help="seconds; later clip/preset pairs are skipped")
     parser.add_argument("--tf32", action="store_true", help="allow TF32 on CUDA (faster fitting; not the CPU's bits)")
@@ -237,7 +245,8 @@ def main() -> None:
         if time.time() - began > args.deadline:
             print("deadline: skipped", path.stem, name, flush=True)
             continue
-        row = {"clip": path.stem, **code_clip(codec, loaded, clips[path], presets[name], args.quality, args.gop)}
+        row = {"clip": path.stem, **code_clip(codec, loaded, clips[path], presets[name], args.quality, args.gop,
+                                              version=args.format)}
         rows.append(row)
         print(json.dumps({k: v for k, v in row.items() if k != "runs"}), flush=True)
         if args.out:

@@ -232,7 +232,10 @@ class UpdateState:
         self._stack.close()
         self.key = None
         if payload is not None:
-            update = DecoderUpdate.from_bytes(payload, self.decoder)
+            try:
+                update = DecoderUpdate.from_bytes(payload, self.decoder)
+            except FormatError as exc:  # name the record: "decoder update (record 3): ..."
+                raise FormatError(str(exc).replace("decoder update:", f"decoder update (record {key}):", 1)) from None
             self._stack.enter_context(applied(self.decoder, update))
         self.key = key
 

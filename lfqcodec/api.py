@@ -24,21 +24,26 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
 from . import __version__
 from . import preset as presets
-from .adapt import UpdateState, update_for
+from .adapt import UpdateState
 from .atomic import atomic_output, check_destination
 from .checkpoint import MODELS_DIR, LoadedModel, load_model
-from .container import LfqReader, LfqWriter, StreamHeader
-from .errors import FormatError, LfqError, ModelError
+from .container import LfqWriter, StreamHeader
+from .decoding import DecodeReport, decode_file, decode_frames, find_model_for
+from .entropy_store import find_for_tokenizer
+from .errors import LfqError
+from .fileinfo import Tokens, export_tokens, read_info, read_tokens
 from .layers import streaming
-from .quantizer import bits_to_indices, factorize_indices
 from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
 from .scenecut import ChunkSplitter
 from .search import SearchConfig, search_bits
-from .videoio import VideoSource, VideoWriter, check_output_format
+from .videoio import VideoSource
+
+__all__ = ["Codec", "DecodeReport", "EncodeReport", "Tokens", "decode_file", "decode_frames", "encode_file",
+           "encode_frames", "export_tokens", "find_model_for", "read_info", "read_tokens", "select_device"]  # fmt: skip
+DEFAULT_PRESET = "medium"  # encoder preset recorded in the header (lfqcodec 0.1 has this one)
 
 DEFAULT_GOP = 33  # frames per independently decodable chunk (1 + 4k)
 DEFAULT_ZSTD_LEVEL = 19
@@ -95,6 +100,7 @@ class Codec:
         self.tokenizer = model.tokenizer.to(device)
         self.cfg = model.config
         self.dtype = next(self.tokenizer.parameters()).dtype
+        self._updates: UpdateState | None = None  # the decoder update in use (decoding)
 
     def encode_chunk(
         self,
@@ -147,18 +153,32 @@ class Codec:
             last_error = _to_model([decoded[-1]], grid, s, self.device) - last
         return EncodedChunk(bits, count, last_error)
 
-    def decode_chunk(self, bits: np.ndarray, frame_count: int, height: int, width: int) -> Iterator[np.ndarray]:
-        """Decode one chunk's bits (``b x T' x gh x gw``), yielding uint8 frames (``T x H x W x 3``)
-        a window at a time, ``frame_count`` frames in all."""
-        codes = torch.from_numpy(bits).to(self.device)[None]
-        windows = [(0, 1)] + [(lo, lo + self.window) for lo in range(1, codes.shape[2], self.window)]
-        left = frame_count
+    def decode_chunk(
+        self, bits: np.ndarray | Iterable[np.ndarray], frame_count: int, height: int, width: int
+    ) -> Iterator[np.ndarray]:
+        """Decode one chunk's bits (``b x T' x gh x gw``, or an iterable of its latent frames
+        ``b x gh x gw`` so that only a window of them is ever held), yielding uint8 frames
+        (``T x H x W x 3``) a window at a time, ``frame_count`` frames in all."""
+        latent = iter(np.moveaxis(bits, 1, 0) if isinstance(bits, np.ndarray) else bits)
+        left, first = frame_count, True
         with streaming(self.tokenizer):
-            for lo, hi in windows:
-                video = self.tokenizer.decode(codes[:, :, lo:hi], first=lo == 0)
+            while True:
+                group = list(itertools.islice(latent, 1 if first else self.window))
+                if not group:
+                    break
+                codes = torch.from_numpy(np.stack(group, axis=1)).to(self.device)[None]
+                video = self.tokenizer.decode(codes, first=first)
                 frames = _to_frames(video, height, width)[:left]
                 left -= len(frames)
+                first = False
                 yield frames
+
+    def use_update(self, update: tuple[int, bytes] | None) -> None:
+        """Apply the decoder update (record number, payload; :mod:`lfqcodec.adapt`) for the next
+        chunks; ``None``: the shipped decoder. A payload that does not parse raises FormatError."""
+        if self._updates is None:
+            self._updates = UpdateState(self.tokenizer.decoder)
+        self._updates.use(*(update or (None, None)))
 
 
 @dataclass(frozen=True)
@@ -167,6 +187,7 @@ class EncodeReport:
     header: StreamHeader
     file_bytes: int
     seconds: float
+    warnings: list[str] = field(default_factory=list)  # e.g. no entropy model for this tokenizer
 
     @property
     def bits_per_pixel(self) -> float:
@@ -201,7 +222,8 @@ def encode_file(
     overwrite: bool = False,
     progress: bool = False,
     max_frames: int | None = None,
-    preset: str = "medium",
+    version: tuple[int, int] = (2, 0),
+    preset: str = DEFAULT_PRESET,
 ) -> EncodeReport:
     """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``."""
     started = time.time()
@@ -214,9 +236,10 @@ def encode_file(
             frames, dst, width=source.info.width, height=source.info.height, fps=source.info.fps,
             time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
             device=device, gop=gop, zstd_level=zstd_level, window=window, scenecut=scenecut, search_steps=search_steps,
-            preset=preset, overwrite=True, progress_total=source.info.frame_count_hint if progress else None,
+            overwrite=True, progress_total=source.info.frame_count_hint if progress else None, version=version,
+            preset=preset,
         )  # fmt: skip
-    return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started)
+    return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started, report.warnings)
 
 
 def encode_frames(
@@ -238,7 +261,8 @@ def encode_frames(
     search_steps: int = 0,
     overwrite: bool = False,
     progress_total: int | None = None,
-    preset: str = "medium",
+    version: tuple[int, int] = (2, 0),
+    preset: str = DEFAULT_PRESET,
 ) -> EncodeReport:
     """Compress RGB frames (``height x width x 3`` uint8 each) into the ``.lfq`` file ``dst``.
 
@@ -247,14 +271,21 @@ def encode_frames(
     ``search_steps`` > 0 searches the bits against the decoder (:mod:`lfqcodec.search`): better
     pictures, same decoder, far slower encoding (each step is a decoder forward and backward pass
     over the chunk; measured in ``models/lfq-base.md``). ``preset`` (:mod:`lfqcodec.preset`): slower
-    presets fit a decoder update per run of chunks and search the bits, deciding by rate and distortion.
-    ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr."""
+    presets fit a decoder update per run of chunks (format 2.0) and search the bits, each only where
+    it pays for its bytes.
+    ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr.
+    ``version=(2, 0)`` codes the bits with the context model fitted for this tokenizer
+    (``models/<name>.entropy``, ``lfqcodec train-entropy``); without one it writes 2.0 with zstd
+    bit planes (as 1.x) and says so in the report's ``warnings``. ``version=(1, 1)`` writes the
+    legacy format. ``preset`` is recorded in the header's metadata."""
     started = time.time()
     dst = check_destination(dst, overwrite)
     if not 1 <= zstd_level <= 22:
         raise LfqError(f"zstd level {zstd_level} outside 1..22")
     chosen = presets.resolve(preset)
     window, zstd_level = chosen.window or window, chosen.zstd_level or zstd_level
+    if chosen.fit is not None and version[0] != 2:
+        raise LfqError(f"--preset {preset} stores a decoder update, which needs format 2.0")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     cfg = loaded.config
     if quality not in cfg.quality_bits:
@@ -269,14 +300,21 @@ def encode_frames(
         model_id=loaded.model_id, width=width, height=height, frame_count=0, fps=Fraction(fps),
         time_base=Fraction(time_base or 1 / Fraction(fps)), bits=keep, model_bits=cfg.num_bits,
         temporal_factor=cfg.temporal_factor, spatial_factor=s, gop=gop, grid_height=grid[0], grid_width=grid[1],
-        metadata={"model_name": loaded.name, "quality": quality, "preset": preset, "encoder": f"lfqcodec {__version__}",
-                  **(metadata or {})},
+        metadata={"model_name": loaded.name, "quality": quality, "encoder": f"lfqcodec {__version__}",
+                  "preset": preset, **(metadata or {})},
     )  # fmt: skip
+    warnings, entropy_model = [], None
+    if version[0] == 2:
+        entropy_model = find_for_tokenizer(loaded.model_id, MODELS_DIR)
+        if entropy_model is None:
+            warnings.append(f"no entropy model for tokenizer {loaded.name!r} ({loaded.model_id.hex()}) in {MODELS_DIR}: "
+                            "bits coded with zstd as in format 1.x (larger files); run lfqcodec train-entropy")
     if scenecut < 0:
         raise LfqError(f"--scenecut must be >= 0, got {scenecut}")
     if search_steps < 0:
         raise LfqError(f"--search must be >= 0, got {search_steps}")
-    if search_steps and (chosen.fit is not None or chosen.search_steps):
+    slow = chosen.fit is not None or chosen.search_steps > 0
+    if search_steps and slow:
         chosen = replace(chosen, search_steps=search_steps)
     if search_steps or chosen.search_steps:
         header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
@@ -284,12 +322,12 @@ def encode_frames(
     splitter = ChunkSplitter(_check_size(frames, width, height), scenecut)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
-        writer = LfqWriter(out, header, zstd_level)
+        writer = LfqWriter(out, header, zstd_level, version, entropy_model)
         previous_error = None
-        if chosen.fit is not None or chosen.search_steps:
-            runner = presets.RunEncoder(codec, grid, keep, chosen, zstd_level)
+        if slow:
+            runner = presets.RunEncoder(codec, grid, keep, chosen, zstd_level, entropy_model)
             presets.write_runs(runner, splitter, writer, gop, bar)
-        while chosen.fit is None and not chosen.search_steps:
+        while not slow:
             chunk_frames = splitter.chunk()
             first = next(chunk_frames, None)
             if first is None:
@@ -304,7 +342,7 @@ def encode_frames(
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()
-    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started)
+    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started, warnings)
 
 
 def _check_size(frames: Iterable[np.ndarray], width: int, height: int) -> Iterator[np.ndarray]:
@@ -316,259 +354,3 @@ def _check_size(frames: Iterable[np.ndarray], width: int, height: int) -> Iterat
         yield frame
 
 
-def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None) -> str | Path:
-    """The model a file was made with: ``model`` if given (checked), else the shipped one whose hash matches."""
-    name = header.metadata.get("model_name", "?")
-    if model is not None:
-        return model
-    if MODELS_DIR.is_dir():
-        for path in sorted(MODELS_DIR.glob("*.safetensors")):
-            with contextlib.suppress(Exception), safe_open(str(path), framework="pt") as handle:
-                sha = (handle.metadata() or {}).get("lfqcodec.sha256", "")
-                if bytes.fromhex(sha)[:16] == header.model_id:
-                    return path
-    raise ModelError(
-        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model"
-    )
-
-
-def _open_reader(path: str | os.PathLike, salvage: bool = False) -> tuple[LfqReader, object]:
-    path = Path(path)
-    if path.is_dir():
-        raise LfqError(f"{path} is a directory, not an .lfq file")
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise LfqError(f"cannot open {path}: {exc.strerror or exc}") from None
-    try:
-        return LfqReader(handle, salvage=salvage), handle
-    except FormatError as exc:
-        handle.close()
-        raise FormatError(f"{path}: {exc}") from None
-    except BaseException:
-        handle.close()
-        raise
-
-
-@dataclass(frozen=True)
-class DecodeReport:
-    path: Path
-    frames: int
-    seconds: float
-    lost: list[tuple[int, int]] = field(default_factory=list)  # (first, last) frame ranges replaced (salvage)
-
-
-def decode_frames(
-    src: str | os.PathLike,
-    *,
-    device: str = "auto",
-    start: int = 0,
-    frames: int | None = None,
-    model: str | os.PathLike | LoadedModel | None = None,
-    window: int = DEFAULT_WINDOW,
-    salvage: bool = False,
-    lost: list[tuple[int, int]] | None = None,
-) -> Iterator[np.ndarray]:
-    """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
-
-    Only the chunks that hold the range are read and decoded. Checks (model identity, frame range)
-    run when iteration starts. With ``salvage``, a damaged or missing chunk does not stop decoding:
-    its frames are replaced by the last good frame (mid-grey if there is none), so timing is kept,
-    and its frame range ``(first, last)`` is appended to ``lost``."""
-    reader, handle = _open_reader(src, salvage)
-    with handle:
-        h = reader.header
-        end = h.frame_count if frames is None else min(h.frame_count, start + frames)
-        if not 0 <= start < h.frame_count or end <= start:
-            raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
-        loaded = model if isinstance(model, LoadedModel) else load_model(find_model_for(h, model))
-        if loaded.model_id != h.model_id:
-            raise ModelError(
-                f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
-                f"not {loaded.name!r} ({loaded.model_id.hex()})"
-            )
-        codec = Codec(loaded, select_device(device), window)
-        updates = UpdateState(codec.tokenizer.decoder)
-        previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
-        try:
-            for position, first, count in _chunk_spans(reader):
-                if first + count <= start or first >= end:
-                    continue
-                blocks: Iterable[np.ndarray]
-                try:
-                    if position is None:
-                        raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
-                    bits = reader.read_chunk(position)
-                    updates.use(*update_for(reader, position))
-                    blocks = codec.decode_chunk(bits, count, h.height, h.width)
-                except FormatError as exc:
-                    if not salvage:
-                        raise FormatError(f"{src}: {exc}") from None
-                    if lost is not None:
-                        lost.append((max(first, start), min(first + count, end) - 1))
-                    blocks = [np.broadcast_to(previous, (count, *previous.shape))]
-                at = first
-                for block in blocks:
-                    lo, hi = max(start - at, 0), min(end - at, len(block))
-                    yield from block[lo:hi]
-                    if len(block):
-                        previous = block[-1]
-                    at += len(block)
-        finally:
-            updates.close()  # the caller's model keeps its own weights
-
-
-def _chunk_spans(reader: LfqReader) -> Iterator[tuple[int | None, int, int]]:
-    """``(position in reader.chunks or None when missing, first frame, frame count)`` covering the
-    whole file in order. Only a salvage reader has gaps: each becomes one missing span (split at
-    chunk boundaries when the chunk length is fixed)."""
-    h, covered = reader.header, 0
-
-    def gap(until: int) -> Iterator[tuple[None, int, int]]:
-        at = covered
-        while at < until:
-            stop = until if h.cut_chunks else min(until, (at // h.gop + 1) * h.gop)
-            yield None, at, stop - at
-            at = stop
-
-    for position, entry in enumerate(reader.chunks):
-        yield from gap(entry.first_frame)
-        yield position, entry.first_frame, entry.frame_count
-        covered = entry.first_frame + entry.frame_count
-    yield from gap(h.frame_count)
-
-
-def decode_file(
-    src: str | os.PathLike,
-    dst: str | os.PathLike,
-    *,
-    device: str = "auto",
-    start: int = 0,
-    frames: int | None = None,
-    model: str | os.PathLike | None = None,
-    window: int = DEFAULT_WINDOW,
-    overwrite: bool = False,
-    progress: bool = False,
-    salvage: bool = False,
-) -> DecodeReport:
-    """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
-    ``frames`` select a frame range (only the chunks holding it are decoded)."""
-    started = time.time()
-    suffix = check_output_format(dst)
-    dst = check_destination(dst, overwrite, (src,))
-    reader, handle = _open_reader(src, salvage)
-    with handle:
-        h = reader.header
-    count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
-    if suffix == ".png" and count != 1:
-        raise LfqError(
-            f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)"
-        )
-    lost: list[tuple[int, int]] = []
-    decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
-                            salvage=salvage, lost=lost)  # fmt: skip
-    first = next(decoded)  # runs the checks before an output file is created
-    written = 0
-    with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
-        writer = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
-        try:
-            for frame in itertools.chain([first], decoded):
-                writer.write(frame)
-                written += 1
-                if bar is not None:
-                    bar.update(1)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-    return DecodeReport(dst, written, time.time() - started, lost)
-
-
-def read_info(path: str | os.PathLike) -> dict:
-    """Header, model, duration, bitrate and chunk table of an ``.lfq`` file, as plain data."""
-    reader, handle = _open_reader(path)
-    with handle:
-        h = reader.header
-        size = reader.file_size
-        duration = float(h.frame_count / h.fps) if h.frame_count else 0.0
-        return {
-            "file": str(path),
-            "format_version": reader.version,
-            "file_bytes": size,
-            "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex()},
-            "quality": h.metadata.get("quality"),
-            "preset": h.metadata.get("preset"),
-            "width": h.width,
-            "height": h.height,
-            "frame_count": h.frame_count,
-            "fps": f"{h.fps.numerator}/{h.fps.denominator}",
-            "time_base": f"{h.time_base.numerator}/{h.time_base.denominator}",
-            "duration_s": duration,
-            "bits_per_token": h.bits,
-            "model_bits": h.model_bits,
-            "latent_grid": [h.grid_height, h.grid_width],
-            "factors": {"temporal": h.temporal_factor, "spatial": h.spatial_factor},
-            "gop": h.gop,
-            "bits_per_pixel": size * 8 / max(1, h.width * h.height * h.frame_count),
-            "kbit_per_second": size * 8 / 1000 / duration if duration else 0.0,
-            "metadata": h.metadata,
-            "chunks": [
-                {
-                    "index": c.index,
-                    "offset": c.offset,
-                    "bytes": c.size,
-                    "first_frame": c.first_frame,
-                    "frames": c.frame_count,
-                }
-                for c in reader.chunks
-            ],
-        }
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Token indices of a whole file. ``indices`` is int64 ``T' x gh x gw`` (chunks concatenated in
-    time; ``chunk_starts[i]`` is chunk ``i``'s first latent frame); ``sub_indices`` adds a last axis
-    of factorized sub-tokens when asked for."""
-
-    indices: np.ndarray
-    bits: int
-    chunk_starts: np.ndarray
-    sub_indices: np.ndarray | None = None
-    sub_bits: int | None = None
-    meta: dict = field(default_factory=dict)
-
-
-def read_tokens(path: str | os.PathLike, sub_bits: int | None = None) -> Tokens:
-    """Token indices (bit ``i`` = channel ``i``, LSB first) of every chunk of ``path``."""
-    reader, handle = _open_reader(path)
-    with handle:
-        h = reader.header
-        if sub_bits is not None and not 1 <= sub_bits <= h.bits:
-            raise LfqError(f"sub-token size {sub_bits} outside 1..{h.bits}")
-        parts, starts, total = [], [], 0
-        for chunk in reader.chunks:
-            bits = torch.from_numpy(reader.read_chunk(chunk.index))
-            parts.append(bits_to_indices(bits, dim=0))
-            starts.append(total)
-            total += bits.shape[1]
-        indices = torch.cat(parts) if parts else torch.zeros((0, h.grid_height, h.grid_width), dtype=torch.int64)
-        sub = factorize_indices(indices, h.bits, sub_bits).numpy() if sub_bits else None
-        meta = {"width": h.width, "height": h.height, "frame_count": h.frame_count, "gop": h.gop,
-                "temporal_factor": h.temporal_factor, "spatial_factor": h.spatial_factor}  # fmt: skip
-        return Tokens(indices.numpy(), h.bits, np.array(starts, dtype=np.int64), sub, sub_bits, meta)
-
-
-def export_tokens(
-    src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False
-) -> Tokens:
-    """Write :func:`read_tokens`'s arrays to an ``.npz`` file."""
-    dst = check_destination(dst, overwrite, (src,))
-    tokens = read_tokens(src, sub_bits)
-    arrays = {"indices": tokens.indices, "bits": np.int64(tokens.bits), "chunk_starts": tokens.chunk_starts}
-    arrays.update({k: np.int64(v) for k, v in tokens.meta.items()})
-    if tokens.sub_indices is not None:
-        arrays.update(sub_indices=tokens.sub_indices, sub_bits=np.int64(tokens.sub_bits))
-    with atomic_output(dst) as tmp, open(tmp, "wb") as out:
-        np.savez(out, **arrays)
-    return tokens

@@ -21,6 +21,25 @@ QUALITIES = ("low", "medium", "high")
 PRESETS = ("fast", "medium", "slow", "veryslow")  # lfqcodec.preset.PRESETS (not imported: keeps the CLI light)
 
 
+def _printable(value: object) -> str:
+    """``value`` as text with control and format characters (newlines, escapes, bidi overrides)
+    escaped, so that metadata from a file cannot drive the terminal."""
+    import unicodedata
+
+    def escape(c: str) -> str:
+        if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
+            return c
+        return f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
+
+    return "".join(map(escape, str(value)))
+
+
+max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(1), default=None,
+    help="Refuse files whose frames have more pixels than this (width x height), before any work.",
+)  # fmt: skip
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"lfqcodec: error: {message}", err=True)
     sys.exit(code)
@@ -95,6 +114,8 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
         search_steps=search_steps, window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
         preset=preset,
     )  # fmt: skip
+    for warning in report.warnings:
+        click.echo(f"lfqcodec: warning: {warning}", err=True)
     if not quiet:
         h = report.header
         click.echo(
@@ -112,20 +133,25 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
 @click.option("--salvage", is_flag=True,
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
+@max_pixels_option
 @device_option
 @window_option
 @overwrite_option
 @quiet_option
 @handle_errors
-def decode(src, dst, start, frames, model, salvage, device, window, overwrite, quiet):
+def decode(src, dst, start, frames, model, salvage, max_pixels, device, window, overwrite, quiet):
     """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
-        overwrite=overwrite, progress=not quiet, salvage=salvage,
+        overwrite=overwrite, progress=not quiet, salvage=salvage, max_pixels=max_pixels,
     )  # fmt: skip
     if report.lost:
         ranges = ", ".join(f"{a}-{b}" for a, b in report.lost)
-        click.echo(f"lfqcodec: warning: could not recover frames {ranges} (damaged chunks; replaced)", err=True)
+        click.echo(f"lfqcodec: warning: could not recover frames {ranges} (damaged chunks: repeated, or left out "
+                   "after the last intact chunk)", err=True)  # fmt: skip
+    for record, first, last in report.lost_updates:
+        click.echo(f"lfqcodec: warning: decoder update {record} (chunks {first}-{last}) is damaged: those chunks "
+                   "were decoded without it", err=True)  # fmt: skip
     if not quiet:
         click.echo(f"{dst}: {report.frames} frames ({report.seconds:.1f} s)", err=True)
 
@@ -133,37 +159,42 @@ def decode(src, dst, start, frames, model, salvage, device, window, overwrite, q
 @main.command()
 @click.argument("src", type=click.Path(path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@max_pixels_option
 @handle_errors
-def info(src, as_json):
+def info(src, as_json, max_pixels):
     """Show the header, model, bitrate and chunk table of SRC (.lfq)."""
     data = api.read_info(src)
+    if max_pixels is not None and data["width"] * data["height"] > max_pixels:
+        raise LfqError(f"frame size {data['width']}x{data['height']} exceeds --max-pixels {max_pixels}")
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
-    meta = data["metadata"]
+    meta = {key: _printable(value) for key, value in data["metadata"].items()}
+    updates = data["updates"]
     lines = [
-        f"file:        {data['file']} ({data['file_bytes']} bytes, format {data['format_version']})",
-        f"model:       {data['model']['name']} ({data['model']['id']}), quality {data['quality']}",
+        f"file:        {_printable(data['file'])} ({data['file_bytes']} bytes, format {data['format_version']})",
+        f"model:       {meta.get('model_name', '?')} ({data['model']['id']}), quality {meta.get('quality', '?')}",
         f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
         f"({data['duration_s']:.3f} s), time base {data['time_base']}",
         f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
-        f"encoder:     {meta.get('encoder', '?')}, preset {data.get('preset') or 'medium'}"
+        f"encoder:     {meta.get('encoder', '?')}" + (f", preset {meta['preset']}" if meta.get("preset") else "")
         + (f", bit search {meta['search_steps']} steps" if meta.get("search_steps") else ""),
         f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
         f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
         f"{data['factors']['spatial']} (t x h x w)",
+        f"coder:       " + (f"context model {data['entropy_model']} ({data['context_coded_chunks']} of "
+                            f"{len(data['chunks'])} chunks; the rest zstd bit planes)"
+                            if data["context_coded_chunks"] else "zstd bit planes"),
         f"bitrate:     {data['bits_per_pixel']:.4f} bits/pixel, {data['kbit_per_second']:.1f} kbit/s",
+        f"updates:     {updates['count']} decoder updates, {updates['bytes']} bytes, {updates['chunks_covered']} chunks",
         f"chunks:      {len(data['chunks'])} of up to {data['gop']} frames",
-        "  index      offset       bytes  frames",
+        "  index      offset       bytes  frames      coder  bits/token",
     ]
     for c in data["chunks"]:
         last = c["first_frame"] + c["frames"] - 1
-        lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}")
-    updates = data.get("updates") or []
-    lines.append(f"updates:     {len(updates)} decoder update(s), {sum(u.get('bytes', 0) for u in updates)} bytes")
-    for u in updates:
-        lines.append(f"  update {u.get('index', '?')}: chunks {u.get('first_chunk')}-"
-                     f"{u.get('first_chunk', 0) + u.get('chunk_count', 1) - 1}, {u.get('bytes')} bytes")  # fmt: skip
+        coder = "context" if c["coder"].startswith("context") else "zstd"
+        lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}"
+                     f"  {coder:>9} {c['coded_bits_per_token']:11.3f}" + (f"  update {c['update']}" if c["update"] is not None else ""))
     click.echo("\n".join(lines))
 
 
@@ -172,15 +203,16 @@ def info(src, as_json):
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
+@max_pixels_option
 @overwrite_option
 @handle_errors
-def tokens(src, dst, sub_bits, overwrite):
+def tokens(src, dst, sub_bits, max_pixels, overwrite):
     """Export the token indices of SRC (.lfq) to DST (.npz) for language-model training.
 
     Arrays: indices (T' x H' x W', int64; bit i = latent channel i, LSB first), chunk_starts,
     bits, and with --sub-bits: sub_indices (T' x H' x W' x n) and sub_bits."""
-    result = api.export_tokens(src, dst, sub_bits, overwrite)
-    click.echo(f"{dst}: {result.indices.shape} tokens of {result.bits} bits", err=True)
+    shape, bits = api.export_tokens(src, dst, sub_bits, overwrite, max_pixels)
+    click.echo(f"{dst}: {shape} tokens of {bits} bits", err=True)
 
 
 @main.command()
@@ -223,6 +255,37 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         json_path.write_text(json.dumps(record, indent=2) + "\n")
     if plot_path:
         bench_module.plot(record, plot_path)
+
+
+@main.command("train-entropy")
+@click.option("--model", default=None, help="Tokenizer to fit for [default: lfq-base].")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output .entropy file [default: models/<tokenizer name>.entropy, next to the tokenizer].")
+@click.option("--frames", type=click.IntRange(1), default=65, show_default=True, help="Frames of each clip to use.")
+@click.option("--max-tokens", type=click.IntRange(1000), default=400_000, show_default=True,
+              help="Tokens (drawn at random) the logistic fit uses.")
+@quiet_option
+@handle_errors
+def train_entropy(model, data_dirs, out, frames, max_tokens, quiet):
+    """Fit the context model that codes a tokenizer's bits in .lfq 2.0 (minutes on a CPU).
+
+    Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium and vtest are held out."""
+    import logging
+
+    from .checkpoint import load_model
+    from .entropy_fit import train_entropy as fit
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    for path in data_dirs:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
+    say = None if quiet else (lambda message: click.echo(message, err=True))
+    path, fitted = fit(load_model(model), data_dirs, out, frames, max_tokens, progress=say)
+    click.echo(f"{path}: entropy model {fitted.model_id.hex()} for tokenizer {fitted.tokenizer_id.hex()}", err=True)
 
 
 def _parse_blocks(value: str | None) -> tuple[int, ...] | None:

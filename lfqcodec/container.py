@@ -1,191 +1,105 @@
-"""The ``.lfq`` container: reader and writer. ``docs/FORMAT.md`` is the specification; section
-names in comments below refer to it. Nothing read from a file is trusted: every size, count and
-offset is checked against the file's length and the limits in ``LIMITS`` before it is used.
+"""The ``.lfq`` container: reader and writer for versions 1.x and 2.0. ``docs/FORMAT.md`` is the
+specification; section names in comments below refer to it. Nothing read from a file is trusted:
+every size, count and offset is checked against the file's length and the limits in ``LIMITS``
+before it is used, and chunk bits are produced one latent frame at a time, so memory is bounded by
+the frame size, not by what a header claims.
 """
 
 from __future__ import annotations
 
+import bisect
 import io
-import json
 import struct
+import tempfile
 import zlib
-from dataclasses import dataclass, field, replace
-from fractions import Fraction
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import BinaryIO
 
 import numpy as np
 import zstandard
 
-from .bitpack import pack_bits, unpack_bits
-from .errors import FormatError
+from .bitpack import pack_bits
+from .entropy import FittedModel, decode_bits, encode_bits
+from .errors import FormatError, ModelError
+from .header import (
+    CODER_CONTEXT, CODER_ZSTD, FLAG_CUT_CHUNKS, LIMITS, MAGIC, VERSIONS, Limits, StreamHeader, check,
+    decode_header, encode_header, encode_metadata, header_bytes_limit, validate_header,
+)  # fmt: skip
+from .records import (
+    CHUNK_MAGIC, CHUNK_V1, CRC, INDEX_HEAD, INDEX_MAGIC, INDEX_V1, INDEX_V2, RECORD, RECORD_MAGIC, SKIPPABLE,
+    TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry, chunk_header_v1, index_bytes,
+    record_header, trailer_bytes,
+)  # fmt: skip
+from .scan import scan_records
 
-MAGIC = b"\x89LFQ\r\n\x1a\n"
-VERSION_MAJOR = 1
-VERSION_MINOR = 1
-FLAG_CUT_CHUNKS = 0x1  # chunks may end early (at scene cuts): the index gives each chunk's frames
-KNOWN_FLAGS = FLAG_CUT_CHUNKS
-CHUNK_MAGIC = b"LFQC"
-INDEX_MAGIC = b"LFQI"
-TRAILER_MAGIC = b"LFQ!"
+__all__ = ["LIMITS", "MAGIC", "ChunkEntry", "Limits", "LfqReader", "LfqWriter", "RecordEntry", "StreamHeader",
+           "validate_header"]  # fmt: skip
 
-# "File header", fixed part (little-endian)
-_HEADER = struct.Struct("<8sHHII16sIIIIIIIHHBBHIIIII")
-_CHUNK = struct.Struct("<4sIIIIIII")  # "Chunk header"
-_INDEX_HEAD = struct.Struct("<4sI")  # "Chunk index"
-_INDEX_ENTRY = struct.Struct("<QQII")
-_TRAILER = struct.Struct("<Q4sI")  # "Trailer"
-_CRC = struct.Struct("<I")
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Sanity limits checked before anything is allocated ("Limits" in FORMAT.md)."""
-
-    max_side: int = 16384
-    max_pixels: int = 16384 * 16384 // 4  # width * height
-    max_frames: int = 2**31 - 1
-    max_gop: int = 4097
-    max_chunk_payload: int = 1 << 30  # compressed bytes per chunk
-    max_chunk_bits: int = 8 << 30  # token bits per chunk before compression (1 GiB packed)
-    max_metadata: int = 65536
-    max_chunks: int = 1 << 24
-
-
-LIMITS = Limits()
-
-
-@dataclass(frozen=True)
-class StreamHeader:
-    """Everything the file header records ("File header" in FORMAT.md)."""
-
-    model_id: bytes  # first 16 bytes of the model weights' SHA-256
-    width: int
-    height: int
-    frame_count: int
-    fps: Fraction  # frames per second, exact
-    time_base: Fraction  # of the source stream, kept for reference
-    bits: int  # bits stored per token (the quality level's prefix)
-    model_bits: int  # bits per token the model produces
-    temporal_factor: int
-    spatial_factor: int
-    gop: int  # most frames per chunk (1 + temporal_factor * k); the last chunk may be shorter,
-    # and with FLAG_CUT_CHUNKS any chunk may be (a new chunk starts at each scene cut)
-    grid_height: int  # tokens per column of a latent frame
-    grid_width: int
-    chunk_count: int = 0
-    flags: int = 0
-    metadata: dict = field(default_factory=dict)  # model name, quality, source format and colour
-
-    def latent_frames(self, frames: int) -> int:
-        """Latent frames for a chunk of ``frames`` frames."""
-        return 1 + -(-(frames - 1) // self.temporal_factor)
-
-    def chunk_bits(self, frames: int) -> int:
-        return self.bits * self.latent_frames(frames) * self.grid_height * self.grid_width
-
-    @property
-    def cut_chunks(self) -> bool:
-        """Chunks may be shorter than ``gop`` anywhere (their frame ranges come from the index)."""
-        return bool(self.flags & FLAG_CUT_CHUNKS)
-
-
-@dataclass(frozen=True)
-class ChunkEntry:
-    index: int
-    offset: int  # byte offset of the chunk header in the file
-    size: int  # bytes: chunk header + payload
-    first_frame: int
-    frame_count: int
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise FormatError(message)
-
-
-def _encode_header(h: StreamHeader) -> bytes:
-    meta = json.dumps(h.metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
-    size = _HEADER.size + 4 + len(meta) + _CRC.size
-    fixed = _HEADER.pack(
-        MAGIC, VERSION_MAJOR, VERSION_MINOR, size, h.flags, h.model_id,
-        h.width, h.height, h.frame_count,
-        h.fps.numerator, h.fps.denominator, h.time_base.numerator, h.time_base.denominator,
-        h.bits, h.model_bits, h.temporal_factor, h.spatial_factor, 0,
-        h.gop, h.grid_height, h.grid_width, h.chunk_count, 0,
-    )  # fmt: skip
-    body = fixed + struct.pack("<I", len(meta)) + meta
-    return body + _CRC.pack(zlib.crc32(body))
-
-
-def validate_header(h: StreamHeader, limits: Limits = LIMITS) -> None:
-    """Check a header's values against each other and against ``limits``."""
-    _check(len(h.model_id) == 16, "model id must be 16 bytes")
-    _check(1 <= h.width <= limits.max_side and 1 <= h.height <= limits.max_side,
-           f"frame size {h.width}x{h.height} outside 1..{limits.max_side}")  # fmt: skip
-    _check(h.width * h.height <= limits.max_pixels, f"frame size {h.width}x{h.height} exceeds the pixel limit")
-    _check(0 <= h.frame_count <= limits.max_frames, f"frame count {h.frame_count} out of range")
-    _check(h.fps > 0 and h.time_base > 0, "frame rate and time base must be positive")
-    _check(1 <= h.bits <= h.model_bits <= 62, f"bits per token {h.bits} (model {h.model_bits}) out of range")
-    _check(h.temporal_factor >= 1 and h.spatial_factor >= 1, "temporal and spatial factors must be >= 1")
-    _check(1 <= h.gop <= limits.max_gop and (h.gop - 1) % h.temporal_factor == 0,
-           f"chunk length {h.gop} must be 1 + {h.temporal_factor}k and at most {limits.max_gop}")  # fmt: skip
-    _check(h.grid_height == -(-h.height // h.spatial_factor) and h.grid_width == -(-h.width // h.spatial_factor),
-           "latent grid does not match frame size")  # fmt: skip
-    _check(h.flags & ~KNOWN_FLAGS == 0, f"unknown header flags {h.flags:#x} (a newer format version?)")
-    if h.cut_chunks:
-        _check(-(-h.frame_count // h.gop) <= h.chunk_count <= min(h.frame_count, limits.max_chunks),
-               "chunk count does not fit the frame count and chunk length")  # fmt: skip
-    else:
-        _check(h.chunk_count == -(-h.frame_count // h.gop), "chunk count does not match frame count and chunk length")
-    _check(h.chunk_bits(h.gop) <= limits.max_chunk_bits, "chunk too large for the limits")
-
-
-def _decode_header(data: bytes, limits: Limits) -> tuple[StreamHeader, int, str]:
-    _check(len(data) >= len(MAGIC) and data[: len(MAGIC)] == MAGIC, "not an .lfq file (bad magic bytes)")
-    _check(len(data) >= _HEADER.size + 4, "file truncated inside the header")
-    (
-        _, major, minor, size, flags, model_id, width, height, frames, fps_n, fps_d, tb_n, tb_d,
-        bits, model_bits, tf, sf, reserved1, gop, gh, gw, chunks, reserved2,
-    ) = _HEADER.unpack_from(data)  # fmt: skip
-    _check(major == VERSION_MAJOR, f"unsupported .lfq version {major}.{minor} (this reader handles {VERSION_MAJOR}.x)")
-    (meta_len,) = struct.unpack_from("<I", data, _HEADER.size)
-    _check(meta_len <= limits.max_metadata, f"header metadata of {meta_len} bytes exceeds the limit")
-    _check(size == _HEADER.size + 4 + meta_len + _CRC.size, "header size field is inconsistent")
-    _check(len(data) >= size, "file truncated inside the header")
-    (crc,) = _CRC.unpack_from(data, size - _CRC.size)
-    _check(zlib.crc32(data[: size - _CRC.size]) == crc, "header checksum mismatch (file corrupt)")
-    _check(reserved1 == 0 and reserved2 == 0, "reserved header fields are not zero")
-    _check(fps_d != 0 and tb_d != 0, "zero denominator in frame rate or time base")
-    try:
-        metadata = json.loads(data[_HEADER.size + 4 : size - _CRC.size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise FormatError("header metadata is not valid UTF-8 JSON") from None
-    _check(isinstance(metadata, dict), "header metadata must be a JSON object")
-    header = StreamHeader(
-        model_id, width, height, frames, Fraction(fps_n, fps_d), Fraction(tb_n, tb_d), bits, model_bits,
-        tf, sf, gop, gh, gw, chunks, flags, metadata,
-    )  # fmt: skip
-    validate_header(header, limits)
-    return header, size, f"{major}.{minor}"
-
-
-def _chunk_header(entry: ChunkEntry, latent: int, payload: bytes, raw_size: int) -> bytes:
-    body = _CHUNK.pack(CHUNK_MAGIC, entry.index, entry.first_frame, entry.frame_count, latent,
-                       len(payload), raw_size, zlib.crc32(payload))  # fmt: skip
-    return body + _CRC.pack(zlib.crc32(body))
+SPOOL_BYTES = 64 << 20  # decompressed 1.x payloads larger than this are spooled to a temporary file
 
 
 class LfqWriter:
-    """Streams chunks to a seekable binary file; ``close()`` writes the index and final header."""
+    """Streams chunks (and 2.0 decoder updates) to a seekable binary file; ``close()`` writes the
+    index and the final header.
 
-    def __init__(self, fileobj: BinaryIO, header: StreamHeader, zstd_level: int = 19):
+    ``version=(2, 0)`` (default) codes each chunk with ``entropy_model`` when one is given (and
+    falls back to zstd bit planes for a chunk where that is smaller), else with zstd bit planes;
+    ``version=(1, 1)`` writes the legacy format."""
+
+    def __init__(self, fileobj: BinaryIO, header: StreamHeader, zstd_level: int = 19,
+                 version: tuple[int, int] = (2, 0), entropy_model: FittedModel | None = None):  # fmt: skip
+        if version not in VERSIONS:
+            raise ValueError(f"cannot write .lfq version {version}")
+        if version[0] == 1 and entropy_model is not None:
+            raise ValueError("format 1.x has no entropy model")
+        if entropy_model is not None and entropy_model.bits < header.bits:
+            raise ValueError(f"entropy model has {entropy_model.bits} bit planes, the file {header.bits}")
+        meta = len(encode_metadata(header.metadata))
+        if meta > LIMITS.max_metadata:
+            raise FormatError(f"header metadata of {meta} bytes exceeds the {LIMITS.max_metadata}-byte limit")
         self.file = fileobj
-        self.header = replace(header, frame_count=0, chunk_count=0)
+        self.entropy_model = entropy_model
+        self.header = replace(header, frame_count=0, chunk_count=0, version=version,
+                              coder=CODER_ZSTD if version[0] == 1 else CODER_CONTEXT,
+                              entropy_id=entropy_model.model_id if entropy_model else bytes(16))  # fmt: skip
+        validate_header(replace(self.header, gop=header.gop))
         self.compressor = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True)
         self.entries: list[ChunkEntry] = []
+        self.others: list[RecordEntry] = []
         self.frames = 0
         self._start = fileobj.tell()
-        self.file.write(_encode_header(self.header))  # rewritten by close() with the final counts
+        self.file.write(encode_header(self.header))  # rewritten by close() with the final counts
+
+    @property
+    def _records(self) -> int:
+        return len(self.entries) + len(self.others)
+
+    def _position(self) -> int:
+        return self.file.tell() - self._start
+
+    def write_update(self, payload: bytes, first_chunk: int, chunk_count: int) -> None:
+        """A decoder update (record type 1, must be understood) for chunks ``first_chunk ..
+        first_chunk + chunk_count - 1``, written before them (2.0 only)."""
+        if self.header.version[0] != 2:
+            raise ValueError("decoder updates need format 2.0")
+        updates = [e for e in self.others if e.type == TYPE_UPDATE]
+        covered = updates[-1].first_chunk + updates[-1].chunk_count if updates else 0
+        if chunk_count < 1 or first_chunk < max(len(self.entries), covered):
+            raise ValueError(f"update for chunks {first_chunk}+{chunk_count}: must come before them and not overlap")
+        if len(payload) > LIMITS.max_update_payload:
+            raise ValueError(f"update of {len(payload)} bytes exceeds the {LIMITS.max_update_payload}-byte limit")
+        head = record_header(TYPE_UPDATE, 0, self._records, first_chunk, chunk_count, 0, 0, 0, 0, payload)
+        entry = RecordEntry(self._records, TYPE_UPDATE, self._position(), len(head) + len(payload), first_chunk,
+                            chunk_count)  # fmt: skip
+        self.file.write(head + payload)
+        self.others.append(entry)
+
+    def _update_for(self, chunk: int) -> int:
+        for e in self.others:
+            if e.type == TYPE_UPDATE and e.first_chunk <= chunk < e.first_chunk + e.chunk_count:
+                return e.record
+        return -1
 
     def write_chunk(self, bits: np.ndarray, frame_count: int) -> ChunkEntry:
         """Append one chunk: ``bits`` is bool ``b x T' x gh x gw`` for ``frame_count`` frames."""
@@ -196,9 +110,18 @@ class LfqWriter:
         if self.entries and self.entries[-1].frame_count != h.gop:  # the last chunk ended at a cut
             self.header = replace(self.header, flags=self.header.flags | FLAG_CUT_CHUNKS)
         packed = pack_bits(bits)
-        payload = self.compressor.compress(packed)
-        entry = ChunkEntry(len(self.entries), self.file.tell() - self._start, 0, self.frames, frame_count)
-        head = _chunk_header(entry, expected[1], payload, len(packed))
+        payload, coder, raw = self.compressor.compress(packed), CODER_ZSTD, len(packed)
+        if self.entropy_model is not None:
+            coded = encode_bits(bits, self.entropy_model)
+            if len(coded) < len(payload):
+                payload, coder, raw = coded, CODER_CONTEXT, 0
+        entry = ChunkEntry(len(self.entries), self._position(), 0, self.frames, frame_count, self._records,
+                           self._update_for(len(self.entries)), coder)  # fmt: skip
+        if h.version[0] == 1:
+            head = chunk_header_v1(entry, expected[1], raw, payload)
+        else:
+            head = record_header(TYPE_CHUNK, coder, entry.record, entry.index, entry.update + 1, self.frames,
+                                 frame_count, expected[1], raw, payload)  # fmt: skip
         entry = replace(entry, size=len(head) + len(payload))
         self.file.write(head)
         self.file.write(payload)
@@ -207,26 +130,27 @@ class LfqWriter:
         return entry
 
     def close(self) -> StreamHeader:
-        index_offset = self.file.tell() - self._start
-        body = _INDEX_HEAD.pack(INDEX_MAGIC, len(self.entries)) + b"".join(
-            _INDEX_ENTRY.pack(e.offset, e.size, e.first_frame, e.frame_count) for e in self.entries
-        )
-        self.file.write(body + _CRC.pack(zlib.crc32(body)))
-        trailer = struct.pack("<Q4s", index_offset, TRAILER_MAGIC)
-        self.file.write(trailer + _CRC.pack(zlib.crc32(trailer)))
+        updates = [e for e in self.others if e.type == TYPE_UPDATE]
+        if updates and updates[-1].first_chunk + updates[-1].chunk_count > len(self.entries):
+            raise ValueError("a decoder update covers chunks that were never written")
+        index_offset = self._position()
+        self.file.write(index_bytes(self.header.version[0], self.entries, self.others))
+        self.file.write(trailer_bytes(index_offset))
         end = self.file.tell()
         self.header = replace(self.header, frame_count=self.frames, chunk_count=len(self.entries))
         validate_header(self.header)
         self.file.seek(self._start)
-        self.file.write(_encode_header(self.header))
+        self.file.write(encode_header(self.header))
         self.file.seek(end)
         return self.header
 
 
 class LfqReader:
-    """Random access to a ``.lfq`` file's header and chunks; every structure is checked on read."""
+    """Random access to a ``.lfq`` file's header, chunks and updates; every structure is checked
+    on read. ``entropy_model`` is needed to read 2.0 chunks coded with a context model."""
 
-    def __init__(self, fileobj: BinaryIO, limits: Limits = LIMITS, salvage: bool = False):
+    def __init__(self, fileobj: BinaryIO, limits: Limits = LIMITS, salvage: bool = False,
+                 entropy_model: FittedModel | None = None):  # fmt: skip
         """``salvage``: when the chunk index is damaged or missing (a truncated file), find the chunks
         by scanning for their checksummed headers instead of failing; ``chunks`` then lists only
         the chunks found, and ``index_damage`` says why the index was not used."""
@@ -235,113 +159,201 @@ class LfqReader:
         fileobj.seek(0, io.SEEK_END)
         self.file_size = fileobj.tell()
         fileobj.seek(0)
-        head = fileobj.read(min(self.file_size, _HEADER.size + 4 + limits.max_metadata + _CRC.size))
-        self.header, self.header_size, self.version = _decode_header(head, limits)
+        head = fileobj.read(min(self.file_size, header_bytes_limit(limits)))
+        self.header, self.header_size = decode_header(head, limits)
+        self.version = "{}.{}".format(*self.header.version)
+        self.v2 = self.header.version[0] == 2
+        self.entropy_model = entropy_model
         self.index_damage: str | None = None
+        self.others: list[RecordEntry] = []
         try:
             self.chunks = self._read_index()
         except FormatError as exc:
             if not salvage:
                 raise
             self.index_damage = str(exc)
-            self.chunks = self._scan_chunks()
+            self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size)
+        self.updates = [e for e in self.others if e.type == TYPE_UPDATE]
         self._decompressor = zstandard.ZstdDecompressor()
-
-    def _scan_chunks(self) -> list[ChunkEntry]:
-        """Chunks found by their magic and header checksum, in file order, at most one per number."""
-        h = self.header
-        self.file.seek(0)
-        data = self.file.read()  # salvage is a rare, explicit path; memory bounded by the file
-        found: dict[int, ChunkEntry] = {}
-        position = self.header_size
-        while True:
-            position = data.find(CHUNK_MAGIC, position)
-            if position < 0 or position + _CHUNK.size + _CRC.size > len(data):
-                break
-            head = data[position : position + _CHUNK.size]
-            index, first, frames, _, payload_size, _, _ = _CHUNK.unpack(head)[1:]
-            (crc,) = _CRC.unpack_from(data, position + _CHUNK.size)
-            size = _CHUNK.size + _CRC.size + payload_size
-            if h.cut_chunks:
-                frames_ok = first < h.frame_count and 1 <= frames <= min(h.gop, h.frame_count - first)
-            else:
-                frames_ok = first == index * h.gop and frames == min(h.gop, h.frame_count - first)
-            valid = (zlib.crc32(head) == crc and index < h.chunk_count and frames_ok
-                     and position + size <= len(data))  # fmt: skip
-            if not valid:
-                position += 1
-                continue
-            found.setdefault(index, ChunkEntry(index, position, size, first, frames))
-            position += size
-        chunks, covered = [], 0
-        for i in sorted(found):  # keep chunks in order and disjoint in time
-            if found[i].first_frame >= covered:
-                chunks.append(found[i])
-                covered = found[i].first_frame + found[i].frame_count
-        return chunks
 
     def _read_index(self) -> list[ChunkEntry]:
         h = self.header
-        _check(self.file_size >= self.header_size + _TRAILER.size, "file truncated (no trailer)")
-        self.file.seek(self.file_size - _TRAILER.size)
-        index_offset, magic, crc = _TRAILER.unpack(self.file.read(_TRAILER.size))
-        _check(magic == TRAILER_MAGIC, "file truncated or damaged (trailer not found)")
-        _check(zlib.crc32(struct.pack("<Q4s", index_offset, magic)) == crc, "trailer checksum mismatch")
-        index_size = _INDEX_HEAD.size + h.chunk_count * _INDEX_ENTRY.size + _CRC.size
-        _check(index_offset + index_size == self.file_size - _TRAILER.size, "chunk index offset out of range")
+        check(self.file_size >= self.header_size + TRAILER.size, "file truncated (no trailer)")
+        self.file.seek(self.file_size - TRAILER.size)
+        index_offset, magic, crc = TRAILER.unpack(self.file.read(TRAILER.size))
+        check(magic == TRAILER_MAGIC, "file truncated or damaged (trailer not found)")
+        check(zlib.crc32(struct.pack("<Q4s", index_offset, magic)) == crc, "trailer checksum mismatch")
+        check(self.header_size <= index_offset <= self.file_size - TRAILER.size, "chunk index offset out of range")
+        entry_size = INDEX_V2.size if self.v2 else INDEX_V1.size
+        index_size = self.file_size - TRAILER.size - index_offset
+        count = (index_size - INDEX_HEAD.size - CRC.size) // entry_size
+        check(index_size == INDEX_HEAD.size + count * entry_size + CRC.size and count <= 2 * self.limits.max_chunks + 1,
+              "chunk index offset out of range")  # fmt: skip
         self.file.seek(index_offset)
         data = self.file.read(index_size)
-        _check(zlib.crc32(data[:-_CRC.size]) == _CRC.unpack_from(data, index_size - _CRC.size)[0],
-               "chunk index checksum mismatch (file corrupt)")  # fmt: skip
-        magic, count = _INDEX_HEAD.unpack_from(data)
-        _check(magic == INDEX_MAGIC and count == h.chunk_count, "chunk index does not match the header")
-        entries = []
-        position, next_first = self.header_size, 0
+        check(zlib.crc32(data[: -CRC.size]) == CRC.unpack_from(data, index_size - CRC.size)[0],
+              "chunk index checksum mismatch (file corrupt)")  # fmt: skip
+        magic, stored = INDEX_HEAD.unpack_from(data)
+        check(magic == INDEX_MAGIC and stored == count, "chunk index does not match the header")
+        if not self.v2:
+            check(count == h.chunk_count, "chunk index does not match the header")
+        entries, position, next_first = [], self.header_size, 0
+        covered = 0  # chunks before this one that an update may no longer claim
         for i in range(count):
-            offset, size, first, frames = _INDEX_ENTRY.unpack_from(data, _INDEX_HEAD.size + i * _INDEX_ENTRY.size)
-            _check(offset == position and size > _CHUNK.size + _CRC.size and offset + size <= index_offset,
-                   f"chunk {i}: offset or size out of range")  # fmt: skip
+            if self.v2:
+                offset, size, kind, coder, first_chunk, count_or_update, first, frames = INDEX_V2.unpack_from(
+                    data, INDEX_HEAD.size + i * entry_size)
+            else:
+                offset, size, first, frames = INDEX_V1.unpack_from(data, INDEX_HEAD.size + i * entry_size)
+                kind, coder, first_chunk, count_or_update = TYPE_CHUNK, CODER_ZSTD, i, 0
+            check(offset == position and size >= (RECORD if self.v2 else CHUNK_V1).size + CRC.size + (kind == TYPE_CHUNK)
+                  and offset + size <= index_offset,
+                  f"record {i}: offset or size out of range")  # fmt: skip
+            position = offset + size
+            if kind != TYPE_CHUNK:
+                check(kind == TYPE_UPDATE or kind >= SKIPPABLE,
+                      f"record {i} has payload type {kind}, which this reader does not know and must not skip "
+                      "(a newer format version?)")  # fmt: skip
+                if kind == TYPE_UPDATE:
+                    check(count_or_update >= 1 and first_chunk >= covered
+                          and first_chunk + count_or_update <= h.chunk_count and first == frames == coder == 0,
+                          f"record {i}: decoder update range out of order or out of range")  # fmt: skip
+                    covered = first_chunk + count_or_update
+                self.others.append(RecordEntry(i, kind, offset, size, first_chunk, count_or_update))
+                continue
+            n = len(entries)
             if h.cut_chunks:
                 frames_ok = first == next_first and 1 <= frames <= min(h.gop, h.frame_count - first)
             else:
-                frames_ok = first == i * h.gop and frames == min(h.gop, h.frame_count - first)
-            _check(frames_ok, f"chunk {i}: frame range does not match the header")
-            entries.append(ChunkEntry(i, offset, size, first, frames))
-            position, next_first = offset + size, first + frames
-        _check(position == index_offset, "chunk data does not fill the file up to the index")
-        _check(next_first == h.frame_count, "chunks do not cover the header's frame count")
+                frames_ok = first == n * h.gop and frames == min(h.gop, h.frame_count - first)
+            check(frames_ok and first_chunk == n, f"chunk {n}: frame range does not match the header")
+            update = self._covering_update(n) if self.v2 else -1
+            check(count_or_update == update + 1, f"chunk {n}: update reference does not match the index")
+            check(coder in (CODER_ZSTD, CODER_CONTEXT) and (coder == CODER_ZSTD or self.v2), f"chunk {n}: unknown coder {coder}")
+            covered = max(covered, n + 1)
+            entries.append(ChunkEntry(n, offset, size, first, frames, i, update, coder))
+            next_first = first + frames
+        check(position == index_offset, "chunk data does not fill the file up to the index")
+        check(len(entries) == h.chunk_count, "chunk index does not match the header")
+        check(next_first == h.frame_count, "chunks do not cover the header's frame count")
         return entries
 
-    def read_chunk(self, i: int) -> np.ndarray:
-        """Bits of the chunk at position ``i`` of ``chunks`` as bool ``b x T' x gh x gw``, after
-        checking both checksums."""
+    def _covering_update(self, chunk: int) -> int:
+        for e in reversed(self.others):
+            if e.type == TYPE_UPDATE:
+                return e.record if e.first_chunk <= chunk < e.first_chunk + e.chunk_count else -1
+        return -1
+
+    def _read_record(self, offset: int, size: int, what: str) -> tuple[tuple, bytes]:
+        """Header fields and checked payload of the record or 1.x chunk at ``offset``."""
+        self.file.seek(offset)
+        head_struct = RECORD if self.v2 else CHUNK_V1
+        data = self.file.read(head_struct.size + CRC.size)
+        check(len(data) == head_struct.size + CRC.size, f"{what}: truncated")
+        fields = head_struct.unpack_from(data)
+        (head_crc,) = CRC.unpack_from(data, head_struct.size)
+        magic = RECORD_MAGIC if self.v2 else CHUNK_MAGIC
+        check(fields[0] == magic and zlib.crc32(data[: head_struct.size]) == head_crc, f"{what}: header checksum mismatch")
+        payload_size, payload_crc = fields[-2:] if self.v2 else (fields[5], fields[7])
+        check(payload_size == size - len(data), f"{what}: payload size does not match the header")
+        payload = self.file.read(payload_size)
+        check(len(payload) == payload_size, f"{what}: truncated")
+        check(zlib.crc32(payload) == payload_crc, f"{what}: payload checksum mismatch (file corrupt)")
+        return fields, payload
+
+    def iter_chunk(self, i: int) -> Iterator[np.ndarray]:
+        """Bits of the chunk at position ``i`` of ``chunks``, one latent frame at a time (bool
+        ``b x gh x gw``), after checking both checksums. Packed or range-coded bits stay so until
+        their latent frame is asked for: memory is a few latent frames, whatever the chunk's size."""
         h, entry = self.header, self.chunks[i]
-        i = entry.index
-        self.file.seek(entry.offset)
-        data = self.file.read(entry.size)
-        _check(len(data) == entry.size, f"chunk {i}: truncated")
-        head = data[: _CHUNK.size]
-        magic, index, first, frames, latent, payload_size, raw_size, payload_crc = _CHUNK.unpack(head)
-        (head_crc,) = _CRC.unpack_from(data, _CHUNK.size)
-        _check(magic == CHUNK_MAGIC and zlib.crc32(head) == head_crc, f"chunk {i}: header checksum mismatch")
-        expected_latent = h.latent_frames(entry.frame_count)
-        expected_raw = (h.chunk_bits(entry.frame_count) + 7) // 8
-        _check((index, first, frames, latent) == (i, entry.first_frame, entry.frame_count, expected_latent),
-               f"chunk {i}: header does not match the index")  # fmt: skip
-        _check(raw_size == expected_raw and payload_size == entry.size - _CHUNK.size - _CRC.size,
-               f"chunk {i}: payload size does not match the header")  # fmt: skip
-        payload = data[_CHUNK.size + _CRC.size :]
-        _check(zlib.crc32(payload) == payload_crc, f"chunk {i}: payload checksum mismatch (file corrupt)")
-        try:
-            # the zstd frame declares its content size: check it before anything is allocated
-            _check(zstandard.frame_content_size(payload) == raw_size, f"chunk {i}: payload declares the wrong size")
-            packed = self._decompressor.decompress(payload, max_output_size=raw_size)
+        n = entry.index
+        fields, payload = self._read_record(entry.offset, entry.size, f"chunk {n}")
+        latent = h.latent_frames(entry.frame_count)
+        if self.v2:
+            _, kind, coder, record, first_chunk, update, first, frames, stored_latent, raw_size = fields[:10]
+            ok = (kind, record, first_chunk, update, coder) == (TYPE_CHUNK, entry.record, n, entry.update + 1, entry.coder)
+        else:
+            _, first_chunk, first, frames, stored_latent, _, raw_size, _ = fields
+            coder, ok = CODER_ZSTD, first_chunk == n
+        check(ok and (first, frames, stored_latent) == (entry.first_frame, entry.frame_count, latent),
+              f"chunk {n}: header does not match the index")  # fmt: skip
+        shape = (h.bits, latent, h.grid_height, h.grid_width)
+        if coder == CODER_CONTEXT:
+            check(raw_size == 0, f"chunk {n}: payload size does not match the header")
+            return self._context_frames(payload, shape, n)
+        check(raw_size == (h.chunk_bits(entry.frame_count) + 7) // 8, f"chunk {n}: payload size does not match the header")
+        return self._zstd_frames(payload, raw_size, shape, n)
+
+    def _context_frames(self, payload: bytes, shape: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
+        model = self.entropy_model
+        if model is None or model.model_id != self.header.entropy_id:
+            raise ModelError(f"chunk {n} needs entropy model {self.header.entropy_id.hex()}, which was not given")
+        check(len(payload) % 4 == 0 and len(payload) <= 2 * int(np.prod(shape)) + 16,
+              f"chunk {n}: range-coded payload has an impossible size")  # fmt: skip
+        return _guarded(decode_bits(payload, shape, model), n)
+
+    def _zstd_frames(self, payload: bytes, raw_size: int, shape: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
+        try:  # the zstd frame declares its content size: check it before anything is allocated
+            check(zstandard.frame_content_size(payload) == raw_size, f"chunk {n}: payload declares the wrong size")
         except zstandard.ZstdError as exc:
-            raise FormatError(f"chunk {i}: cannot decompress payload ({exc})") from None
-        _check(len(packed) == raw_size, f"chunk {i}: payload decompresses to the wrong size")
-        return unpack_bits(packed, (h.bits, expected_latent, h.grid_height, h.grid_width))
+            raise FormatError(f"chunk {n}: cannot decompress payload ({exc})") from None
+        spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        try:
+            written = 0
+            with self._decompressor.stream_reader(payload) as stream:
+                while piece := stream.read(min(1 << 20, raw_size + 1 - written)):
+                    written += len(piece)
+                    check(written <= raw_size, f"chunk {n}: payload decompresses to the wrong size")
+                    spool.write(piece)
+            check(written == raw_size, f"chunk {n}: payload decompresses to the wrong size")
+        except zstandard.ZstdError as exc:
+            spool.close()
+            raise FormatError(f"chunk {n}: cannot decompress payload ({exc})") from None
+        except BaseException:
+            spool.close()
+            raise
+        return _plane_frames(spool, shape)
+
+    def read_chunk(self, i: int) -> np.ndarray:
+        """All bits of the chunk at position ``i`` of ``chunks``: bool ``b x T' x gh x gw``."""
+        return np.stack(list(self.iter_chunk(i)), axis=1)
+
+    def update_for_chunk(self, i: int) -> tuple[int, bytes] | None:
+        """``(record number, payload)`` of the decoder update covering chunk number ``i``, or ``None``."""
+        starts = [e.first_chunk for e in self.updates]
+        at = bisect.bisect_right(starts, i) - 1
+        if at < 0 or i >= self.updates[at].first_chunk + self.updates[at].chunk_count:
+            return None
+        e = self.updates[at]
+        fields, payload = self._read_record(e.offset, e.size, f"decoder update (record {e.record})")
+        check(fields[1:6] == (TYPE_UPDATE, 0, e.record, e.first_chunk, e.chunk_count),
+              f"decoder update (record {e.record}): header does not match the index")  # fmt: skip
+        return e.record, payload
 
     def chunks_for_frames(self, start: int, count: int) -> list[ChunkEntry]:
         """The chunks that hold frames ``start .. start+count-1``."""
         end = start + count
         return [c for c in self.chunks if c.first_frame < end and c.first_frame + c.frame_count > start]
+
+
+def _guarded(frames: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """The range decoder's failures on a hostile (CRC-valid) payload, as ``FormatError``."""
+    try:
+        yield from frames
+    except (ValueError, RuntimeError, OverflowError) as exc:
+        raise FormatError(f"chunk {n}: range-coded payload is invalid ({exc})") from None
+
+
+def _plane_frames(spool, shape: tuple[int, int, int, int]) -> Iterator[np.ndarray]:
+    """Latent frames of bit-plane-major packed bits (FORMAT.md, "Chunk payload") held in ``spool``."""
+    b, latent, h, w = shape
+    tokens = h * w
+    with spool:
+        for t in range(latent):
+            frame = np.empty((b, tokens), dtype=bool)
+            for k in range(b):
+                first = (k * latent + t) * tokens
+                spool.seek(first // 8)
+                raw = np.frombuffer(spool.read((first % 8 + tokens + 7) // 8), dtype=np.uint8)
+                frame[k] = np.unpackbits(raw, bitorder="little")[first % 8 : first % 8 + tokens]
+            yield frame.reshape(b, h, w)

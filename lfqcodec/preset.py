@@ -94,9 +94,11 @@ class RunEncoder:
     """Encodes runs of chunks with a slow preset on a :class:`~lfqcodec.api.Codec`."""
 
     def __init__(self, codec, grid: tuple[int, int], keep: int, preset: Preset, zstd_level: int,
-                 tick: Callable[[int], None] | None = None):  # fmt: skip
+                 entropy_model=None, tick: Callable[[int], None] | None = None):  # fmt: skip
+        """``zstd_level`` and ``entropy_model`` (the file's context model, None for zstd only) are
+        the writer's: rate decisions are made on the bytes the file will hold."""
         self.codec, self.grid, self.keep, self.preset = codec, grid, keep, preset
-        self.zstd_level = zstd_level
+        self.zstd_level, self.entropy_model = zstd_level, entropy_model
         self.tick = tick or (lambda units: None)
         self.decoder = codec.tokenizer.decoder
 
@@ -133,7 +135,13 @@ class RunEncoder:
         return total / max(count, 1), last
 
     def _bytes(self, bits: np.ndarray) -> int:
-        return compressed_size(bits[: self.keep], self.zstd_level)
+        """Payload bytes of a chunk's kept bits, chosen as the writer chooses (the smaller coding)."""
+        size = compressed_size(bits[: self.keep], self.zstd_level)
+        if self.entropy_model is not None:
+            from .entropy import encode_bits
+
+            size = min(size, len(encode_bits(np.ascontiguousarray(bits[: self.keep]), self.entropy_model)))
+        return size
 
     def encode(self, chunks: list[RunChunk], previous_error: torch.Tensor | None = None) -> RunResult:
         """Choose the update and each chunk's bits for one run (see the module docstring)."""

@@ -1,0 +1,130 @@
+"""Format 2.0's context model against 1.1's zstd bit planes, for the same tokens (issue 15).
+
+For each held-out clip, the shipped tokenizer's bits of the first ``--frames`` frames (chunks of 33,
+scene cuts on, as ``lfqcodec encode``) are written twice per quality: as a 1.1 file (zstd level
+19, the writer of release 1873cc4) and as a 2.0 file with the shipped entropy model. Files are
+compared whole (headers and index included); the 2.0 file is read back and must give the same
+tokens. Then the time of range coding plus decoding one 33-frame chunk at 720p at high quality is
+set against the network's decode time for that chunk (pause other CPU work for the timing).
+
+    python benchmarks/entropy_bench.py --out benchmarks/results/entropy-2026-11-30.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import sys
+import time
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from lfqcodec.api import Codec, select_device
+from lfqcodec.checkpoint import MODELS_DIR, load_model
+from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
+from lfqcodec.entropy import decode_bits, encode_bits
+from lfqcodec.entropy_store import find_for_tokenizer
+from lfqcodec.token_cache import clip_tokens
+
+DATA = Path.home() / ".cache/lfqcodec/data/video"
+CLIPS = [Path("/work/shared/data/validation/armwrestling.mp4"), DATA / "kitten.mp4", DATA / "aquarium.mp4", DATA / "vtest.avi"]
+TIMING_CLIP = DATA / "bigbuckbunny.mp4"  # 1280x720
+
+
+def _file(tokens, bits: int, version, entropy, grid) -> bytes:
+    header = StreamHeader(model_id=bytes(16), width=grid[1] * 8, height=grid[0] * 8, frame_count=0, fps=Fraction(25),
+                          time_base=Fraction(1, 25), bits=bits, model_bits=32, temporal_factor=4, spatial_factor=8,
+                          gop=33, grid_height=grid[0], grid_width=grid[1], metadata={"model_name": "lfq-base"})  # fmt: skip
+    buf = io.BytesIO()
+    writer = LfqWriter(buf, header, 19, version, entropy)
+    for chunk, frames in zip(tokens.chunks, tokens.frames):
+        writer.write_chunk(chunk[:bits], frames)
+    writer.close()
+    return buf.getvalue()
+
+
+def sizes(model, entropy, clips, frames: int) -> dict:
+    qualities = model.config.quality_bits
+    rows, ratios = [], {q: [] for q in qualities}
+    for clip in clips:
+        tokens = clip_tokens(clip, model, max_frames=frames)
+        grid = tokens.chunks[0].shape[2:]
+        for quality, bits in qualities.items():
+            old = _file(tokens, bits, (1, 1), None, grid)
+            new = _file(tokens, bits, (2, 0), entropy, grid)
+            reader = LfqReader(io.BytesIO(new), entropy_model=entropy)
+            assert all(np.array_equal(reader.read_chunk(i), c[:bits]) for i, c in enumerate(tokens.chunks))
+            ratio = len(new) / len(old)
+            ratios[quality].append(ratio)
+            rows.append({"clip": clip.name, "quality": quality, "bits": bits, "chunks": len(tokens.chunks),
+                         "frames": sum(tokens.frames), "bytes_1_1_zstd": len(old), "bytes_2_0": len(new),
+                         "ratio": round(ratio, 4),
+                         "context_chunks": sum(c.coder == 1 for c in reader.chunks)})  # fmt: skip
+            print(f"{clip.name:18} {quality:6} 1.1 {len(old):8d}  2.0 {len(new):8d}  ratio {ratio:.3f}", flush=True)
+    means = {q: round(float(np.mean(r)), 4) for q, r in ratios.items()}
+    print("mean ratio per quality:", means, flush=True)
+    return {"per_clip": rows, "mean_ratio": means, "mean_reduction_percent": {q: round(100 * (1 - m), 1) for q, m in means.items()}}
+
+
+def timing(model, entropy, clip: Path, repeats: int) -> dict:
+    tokens = clip_tokens(clip, model, max_frames=33)
+    bits, frames = tokens.chunks[0], tokens.frames[0]
+    torch.set_num_threads(os.cpu_count() or 1)
+    best = {"encode_s": 1e9, "decode_s": 1e9}
+    for _ in range(repeats):
+        started = time.perf_counter()
+        payload = encode_bits(bits, entropy)
+        best["encode_s"] = min(best["encode_s"], time.perf_counter() - started)
+        started = time.perf_counter()
+        decoded = np.stack(list(decode_bits(payload, bits.shape, entropy)), axis=1)
+        best["decode_s"] = min(best["decode_s"], time.perf_counter() - started)
+        assert np.array_equal(decoded, bits)
+    codec = Codec(model, select_device("cpu"))
+    started = time.perf_counter()
+    with torch.no_grad():
+        count = sum(len(block) for block in codec.decode_chunk(bits, frames, 720, 1280))
+    network = time.perf_counter() - started
+    coding = best["encode_s"] + best["decode_s"]
+    result = {"clip": clip.name, "shape": list(bits.shape), "frames": count, "payload_bytes": len(payload),
+              **{k: round(v, 3) for k, v in best.items()}, "network_decode_s": round(network, 2),
+              "coding_share_of_network_decode": round(coding / network, 4),
+              "symbols_per_second_decode": round(bits.size / best["decode_s"])}  # fmt: skip
+    print(json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--frames", type=int, default=65)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    model = load_model()
+    entropy = find_for_tokenizer(model.model_id, MODELS_DIR)
+    if entropy is None:
+        sys.exit(f"no entropy model for {model.name} in {MODELS_DIR}: run lfqcodec train-entropy")
+    record = {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "load_average_at_start": os.getloadavg()},  # fmt: skip
+        "tokenizer": {"name": model.name, "id": model.model_id.hex()},
+        "entropy_model": entropy.model_id.hex(),
+        "sizes": sizes(model, entropy, CLIPS, args.frames),
+    }
+    if not args.no_timing:
+        record["timing_720p_high"] = timing(model, entropy, TIMING_CLIP, args.repeats)
+    if args.out:
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

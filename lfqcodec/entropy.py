@@ -1,0 +1,258 @@
+"""Context model and range coder for the token bits of a ``.lfq`` 2.0 chunk (``docs/FORMAT.md``,
+"Context model"). Probabilities come from integer arithmetic only, so the encoder and every decoder
+compute the same ones bit for bit on any machine; the coder is ``constriction``'s range coder.
+
+Coding order inside a chunk of bits ``b x T' x gh x gw``: latent frame ``t`` by latent frame, inside
+it bit plane ``k = 0 .. b-1``, inside it two checkerboard passes (``(y + x) % 2 == 0``, then ``== 1``),
+inside a pass raster order. Each pass's probabilities are computed at once with numpy integer
+operations from what the decoder already has:
+
+- ``P``: the same bit in the previous latent frame (2 when ``t == 0``),
+- ``N``: how many of its 8 neighbours there are 1,
+- ``X``: evidence from the current latent frame's 4 direct neighbours: in the first latent frame,
+  how many are 1 (second pass; 5 in the first pass); later, how many changed since the previous
+  latent frame (second pass: bit ``k``; first pass: any lower bit; 5 for ``k = 0``),
+- ``D``: how many of this token's lower bits (``j < k``) differ from the previous latent frame's
+  token (at most 3; 0 when ``t == 0``),
+- the lower bits themselves, through a fitted weight per pair ``(k, j)``.
+
+The model, :class:`FittedModel`, is a logistic model with integer tables fitted by
+``lfqcodec train-entropy`` and stored in a ``.entropy`` file bound to the tokenizer
+(:mod:`lfqcodec.entropy_store`). The context of plane ``k`` only depends on planes ``<= k``, so one
+model serves every quality (a file of ``b`` bits uses its first ``b`` planes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import constriction
+import numpy as np
+
+PROB_BITS = 16  # probabilities of a 1 are q / 2^16, q in 1 .. 2^16 - 1
+Z_MAX = 4096  # logits in 1/256 nat, clamped to -Z_MAX .. Z_MAX before the sigmoid table
+Z_SCALE = 256
+CONTEXTS = 3 * 9 * 6 * 4  # P x N x X x D
+_FREE = (1 << 24) - 2  # constriction's 24-bit precision minus one slot per symbol
+GAINS = np.array([16, 12, 20, 24, 32, 40, 48, 64], dtype=np.int32)  # logit gains in 1/16, 1.0 first
+
+
+def sigmoid_table() -> np.ndarray:
+    """``q(z) = clamp(round(2^16 / (1 + exp(-z / 256))), 1, 2^16 - 1)`` for ``z = -Z_MAX .. Z_MAX``
+    (uint16). Computed once when a model is fitted and stored in its file: decoders read it, they
+    never recompute it, so no floating point is on the decoding path."""
+    z = np.arange(-Z_MAX, Z_MAX + 1, dtype=np.float64) / Z_SCALE
+    return np.clip(np.round(65536 / (1 + np.exp(-z))), 1, 65535).astype(np.uint16)
+
+
+def cost_table(sigmoid: np.ndarray) -> np.ndarray:
+    """``cost[z + Z_MAX, y]``: the code length of bit ``y`` at logit ``z``, ``-log2 P(y)`` in 1/256
+    bit, rounded (uint16 ``(2 * Z_MAX + 1) x 2``). Like the sigmoid table, computed when a model is
+    fitted and stored with it."""
+    q = sigmoid.astype(np.float64) / 65536
+    cost = np.stack([-np.log2(1 - q), -np.log2(q)], axis=1) * 256
+    return np.clip(np.round(cost), 0, 65535).astype(np.uint16)
+
+
+@dataclass(frozen=True)
+class FittedModel:
+    """Logistic context model with integer parameters (``docs/FORMAT.md``, "Fitted model").
+
+    ``table``: int32 ``B x CONTEXTS`` (1/256 nat), ``weights``: int32 ``B x B`` (row ``k`` uses
+    columns ``j < k``), ``sigmoid``: uint16 ``2 * Z_MAX + 1``, ``cost``: uint16 ``(2 * Z_MAX + 1) x 2``
+    (:func:`cost_table`). ``tokenizer_id`` binds the model to the tokenizer whose tokens it was
+    fitted on."""
+
+    table: np.ndarray
+    weights: np.ndarray
+    sigmoid: np.ndarray
+    tokenizer_id: bytes
+    name: str = ""
+    cost: np.ndarray | None = None  # derived from ``sigmoid`` when not given
+
+    def __post_init__(self) -> None:
+        if self.cost is None:
+            object.__setattr__(self, "cost", cost_table(self.sigmoid))
+
+    @property
+    def bits(self) -> int:
+        return self.table.shape[0]
+
+    @property
+    def model_id(self) -> bytes:
+        """First 16 bytes of the SHA-256 of the parameters and the tokenizer id (FORMAT.md)."""
+        digest = hashlib.sha256(self.tokenizer_id)
+        for name in ("cost", "sigmoid", "table", "weights"):
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
+            digest.update(array.tobytes())
+        return digest.digest()[:16]
+
+
+EntropyModel = FittedModel  # the one kind in format 2.0
+
+
+class _Grid:
+    """Positions of the two checkerboard passes of a ``h x w`` grid and, for each second-pass
+    position, where its 4 direct neighbours are among the first-pass symbols (``n0`` = outside)."""
+
+    def __init__(self, h: int, w: int):
+        yy, xx = np.mgrid[0:h, 0:w]
+        parity = ((yy + xx) % 2).reshape(-1)
+        self.h, self.w = h, w
+        self.positions = [np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]
+        self.neighbours = [self._neighbours(phase) for phase in (0, 1)]
+
+    def _neighbours(self, phase: int) -> np.ndarray:
+        """For each position of ``phase``: where its 4 direct neighbours (all of the other pass) are
+        among the other pass's values, ``4 x n_phase``; outside the grid -> ``n_other`` (a 0)."""
+        other = self.positions[1 - phase]
+        rank = np.zeros(self.h * self.w, dtype=np.int64)
+        rank[other] = np.arange(other.size)
+        y0, x0 = np.divmod(self.positions[phase], self.w)
+        neighbours = []
+        for dy, dx in ((-1, 0), (1, 0), (0, -1), (0, 1)):
+            y, x = y0 + dy, x0 + dx
+            inside = (y >= 0) & (y < self.h) & (x >= 0) & (x < self.w)
+            flat = np.clip(y, 0, self.h - 1) * self.w + np.clip(x, 0, self.w - 1)
+            neighbours.append(np.where(inside, rank[flat], other.size))
+        return np.stack(neighbours)
+
+    def split(self, plane: np.ndarray) -> list[np.ndarray]:
+        """``... x h x w`` -> the two passes' values, ``... x n_phase``."""
+        flat = plane.reshape(*plane.shape[:-2], -1)
+        return [flat[..., idx] for idx in self.positions]
+
+    def pn(self, prev: np.ndarray | None, bits: int) -> list[np.ndarray]:
+        """``P * 9 + N`` per plane and pass (int32 ``bits x n_phase``) from the previous latent
+        frame (bool ``bits x h x w``, or ``None`` in the first latent frame: ``P = 2, N = 0``)."""
+        if prev is None:
+            return [np.full((bits, idx.size), 18, dtype=np.int32) for idx in self.positions]
+        padded = np.zeros((bits, self.h + 2, self.w + 2), dtype=np.int32)
+        padded[:, 1:-1, 1:-1] = prev
+        n8 = -padded[:, 1:-1, 1:-1].copy()
+        for dy in (0, 1, 2):
+            for dx in (0, 1, 2):
+                n8 += padded[:, dy : dy + self.h, dx : dx + self.w]
+        return self.split(prev.astype(np.int32) * 9 + n8)
+
+    def count(self, phase: int, other: np.ndarray) -> np.ndarray:
+        """How many of the 4 neighbours of each ``phase`` position are set in ``other`` (values of
+        the other pass, ``n_other``)."""
+        padded = np.append(other.astype(np.int32), 0)
+        return padded[self.neighbours[phase]].sum(axis=0, dtype=np.int32)
+
+
+class _State:
+    """Coding state of one chunk: the previous latent frame and the current one, pass by pass."""
+
+    def __init__(self, model: EntropyModel, shape: tuple[int, int, int]):
+        self.bits, h, w = shape
+        self.model = model
+        self.grid = _Grid(h, w)
+        if model.bits < self.bits:
+            raise ValueError(f"entropy model of {model.bits} bit planes for tokens of {self.bits} bits")
+        self.table = model.table.astype(np.float32)
+        self.weights = model.weights.astype(np.float32)
+        self.pairs = _coder_probabilities(model.sigmoid)
+        self.cost = model.cost.astype(np.int64)
+        self.gain = np.full(self.bits, GAINS[0], dtype=np.int32)  # per plane, chosen by past latent frames
+        self.spent = np.zeros((self.bits, GAINS.size), dtype=np.int64)  # code length under each gain
+        self.prev: list[np.ndarray] | None = None
+        self.begin_frame(None)
+
+    def begin_frame(self, prev_spatial: np.ndarray | None) -> None:
+        self.base = self.grid.pn(prev_spatial, self.bits)  # P * 9 + N
+        self.prev = None if prev_spatial is None else self.grid.split(prev_spatial)
+        self.cur = [np.zeros((self.bits, idx.size), dtype=np.uint8) for idx in self.grid.positions]
+        self.diff = [np.zeros(idx.size, dtype=np.int32) for idx in self.grid.positions]
+        self.logits: list[np.ndarray] = []  # per (k, phase), before the gain
+
+    def contexts(self, k: int, phase: int) -> np.ndarray:
+        """Context of each position of ``phase`` in plane ``k`` (FORMAT.md, "Contexts")."""
+        if phase == 0 and k and self.prev is not None:
+            for p in (0, 1):
+                self.diff[p] += self.cur[p][k - 1] != self.prev[p][k - 1]
+        if self.prev is None:  # first latent frame: X = 1s among the decoded neighbours
+            x = 5 if phase == 0 else self.grid.count(1, self.cur[0][k])
+        elif phase == 0:  # X = neighbours whose lower bits changed since the previous frame
+            x = 5 if k == 0 else self.grid.count(0, self.diff[1] > 0)
+        else:  # X = decoded neighbours whose bit k changed
+            x = self.grid.count(1, self.cur[0][k] != self.prev[0][k])
+        return (self.base[phase][k] * 6 + x) * 4 + np.minimum(self.diff[phase], 3)
+
+    def pairs_for(self, k: int, phase: int) -> np.ndarray:
+        """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase``."""
+        z = self.table[k, self.contexts(k, phase)]
+        if k:  # sum_j w[k, j] * (2 * bit_j - 1): small integers, exact in float32
+            z = z + self.weights[k, :k] @ (self.cur[phase][:k].astype(np.float32) * 2 - 1)
+        z = z.astype(np.int32)
+        self.logits.append(z)
+        z = np.clip((z * self.gain[k]) >> 4, -Z_MAX, Z_MAX)
+        return self.pairs[z + Z_MAX]
+
+    def end_frame(self) -> np.ndarray:
+        """The finished latent frame (bool ``bits x h x w``); prepares the next."""
+        frame = np.zeros((self.bits, self.grid.h * self.grid.w), dtype=bool)
+        for phase, idx in enumerate(self.grid.positions):
+            frame[:, idx] = self.cur[phase]
+        if self.prev is not None and self.logits:  # adapt each plane's gain (FORMAT.md, "Context model")
+            for k in range(self.bits):
+                z = np.concatenate(self.logits[2 * k : 2 * k + 2])
+                y = np.concatenate([self.cur[0][k], self.cur[1][k]]).astype(np.int64)
+                zi = np.clip((z[None] * GAINS[:, None]) >> 4, -Z_MAX, Z_MAX) + Z_MAX
+                self.spent[k] += self.cost[zi, y[None]].sum(axis=1)
+            self.gain = GAINS[np.argmin(self.spent, axis=1)]
+        frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
+        self.begin_frame(frame)
+        return frame
+
+
+def _coder_probabilities(q: np.ndarray) -> np.ndarray:
+    """``m x 2`` float32 weights that constriction quantises to exactly ``P(1) = q * 2^8 / 2^24``
+    (FORMAT.md, "Range coder"): integers summing to ``2^24 - 2``, one slot added to each."""
+    one = q.astype(np.int64) * 256 - 1
+    return np.stack([_FREE - one, one], axis=1).astype(np.float32)
+
+
+def _family():
+    return constriction.stream.model.Categorical(perfect=False)
+
+
+def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
+    """Range-code a chunk's bits (bool ``b x T' x gh x gw``); returns the payload (32-bit words,
+    little-endian)."""
+    b, latent, h, w = bits.shape
+    state = _State(model, (b, h, w))
+    symbols, pairs = [], []
+    for t in range(latent):
+        frame = state.grid.split(bits[:, t].astype(np.uint8))
+        for k in range(b):
+            for phase in (0, 1):
+                pairs.append(state.pairs_for(k, phase))
+                state.cur[phase][k] = frame[phase][k]
+                symbols.append(frame[phase][k])
+        state.end_frame()
+    encoder = constriction.stream.queue.RangeEncoder()
+    if symbols:
+        encoder.encode(np.concatenate(symbols).astype(np.int32), _family(), np.concatenate(pairs))
+    return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def decode_bits(payload: bytes, shape: tuple[int, int, int, int], model: EntropyModel) -> Iterator[np.ndarray]:
+    """Inverse of :func:`encode_bits`, one latent frame at a time: yields bool ``b x gh x gw``
+    ``T'`` times. Garbage in gives garbage bits, never more work than ``shape`` says."""
+    b, latent, h, w = shape
+    if len(payload) % 4:
+        raise ValueError("range-coded payload is not a whole number of 32-bit words")
+    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    state = _State(model, (b, h, w))
+    family = _family()
+    for _ in range(latent):
+        for k in range(b):
+            for phase in (0, 1):
+                pairs = state.pairs_for(k, phase)
+                state.cur[phase][k] = np.asarray(decoder.decode(family, pairs), dtype=np.uint8)
+        yield state.end_frame()

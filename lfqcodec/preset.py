@@ -236,7 +236,7 @@ def write_runs(runner: RunEncoder, splitter, writer, gop: int, bar=None) -> None
         total = sum(map(len, chunks))
         units = runner.work_units(total, len(chunks))
         if bar is not None:
-            runner.tick = lambda n, total=total, units=units: bar.update(total * n / units)
+            runner.tick = _ticker(bar, total, units)
         result = runner.encode([runner.prepare(c) for c in chunks], previous)
         if result.payload is not None:
             if not hasattr(writer, "write_update"):
@@ -247,3 +247,17 @@ def write_runs(runner: RunEncoder, splitter, writer, gop: int, bar=None) -> None
         for chunk in result.chunks:
             writer.write_chunk(chunk.bits[: runner.keep], len(chunk.frames))
         previous = result.last_error
+
+
+def _ticker(bar, frames: int, units: int) -> Callable[[int], None]:
+    """Advance ``bar`` (whole frames) by ``frames * done / units`` as work units are done."""
+    done = [0, 0]  # units done, frames shown
+
+    def tick(n: int) -> None:
+        done[0] += n
+        shown = min(frames, frames * done[0] // max(units, 1))
+        if shown > done[1]:
+            bar.update(shown - done[1])
+            done[1] = shown
+
+    return tick

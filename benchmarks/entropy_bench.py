@@ -123,7 +123,7 @@ def main() -> None:
     if not args.no_timing:
         record["timing_720p_high"] = timing(model, entropy, TIMING_CLIP, args.repeats)
     if args.out:
-        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        args.out.write_text(json.dumps(record, indent=2, default=int) + "\n")
 
 
 if __name__ == "__main__":

@@ -8,23 +8,25 @@ import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_container import _file
+from test_container import CUT_FRAMES, MODEL, _file
 
 from lfqcodec.container import MAGIC, LfqReader
-from lfqcodec.errors import FormatError
+from lfqcodec.errors import FormatError, ModelError
 
 VALID = _file()
+VALID_V2 = _file(frames=CUT_FRAMES, layout="2.0-update")  # context-coded chunks and decoder updates
 MAX_BYTES = 32 << 20  # far above what a file of this size needs, far below a hostile header's claims
 
 
-def _parse(data: bytes) -> None:
+def _parse(data: bytes, salvage: bool = False) -> None:
     tracemalloc.start()
     started = time.perf_counter()
     try:
-        reader = LfqReader(io.BytesIO(data))
+        reader = LfqReader(io.BytesIO(data), salvage=salvage, entropy_model=MODEL)
         for i in range(len(reader.chunks)):
             reader.read_chunk(i)
-    except FormatError:
+            reader.update_for_chunk(reader.chunks[i].index)
+    except (FormatError, ModelError):
         pass
     finally:
         _, peak = tracemalloc.get_traced_memory()
@@ -46,9 +48,21 @@ def test_random_byte_changes(changes):
 
 
 @fuzz
-@given(st.integers(0, len(VALID)), st.binary(max_size=64))
-def test_truncation_and_garbage_tail(cut, tail):
-    _parse(VALID[:cut] + tail)
+@given(st.lists(st.tuples(st.integers(0, len(VALID_V2) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.booleans())  # fmt: skip
+def test_random_byte_changes_v2_and_salvage(changes, salvage):
+    data = bytearray(VALID_V2)
+    for position, value in changes:
+        data[position] = value
+    _parse(bytes(data), salvage)
+
+
+@fuzz
+@given(st.integers(0, len(VALID)), st.binary(max_size=64), st.booleans(), st.booleans())
+def test_truncation_and_garbage_tail(cut, tail, v2, salvage):
+    """Also the salvage scanner, on every layout."""
+    valid = VALID_V2 if v2 else VALID
+    _parse(valid[: cut % (len(valid) + 1)] + tail, salvage)
 
 
 @fuzz
@@ -60,19 +74,46 @@ def test_random_bytes_after_magic(body):
 @fuzz
 @given(
     st.integers(1, 2**32 - 1), st.integers(1, 2**32 - 1), st.integers(0, 2**32 - 1),
-    st.integers(1, 2**32 - 1), st.integers(0, 2**16 - 1),
+    st.integers(1, 2**32 - 1), st.integers(0, 2**16 - 1), st.booleans(), st.booleans(),
 )  # fmt: skip
-def test_hostile_header_values_are_bounded(width, height, frames, gop, bits):
+def test_hostile_header_values_are_bounded(width, height, frames, gop, bits, v2, salvage):
     """A header with a valid checksum but absurd sizes is rejected before anything is allocated."""
     import zlib
 
-    data = bytearray(VALID)
+    data = bytearray(VALID_V2 if v2 else VALID)
     struct.pack_into("<III", data, 36, width, height, frames)
     struct.pack_into("<I", data, 72, gop)
     struct.pack_into("<H", data, 64, bits)
     (size,) = struct.unpack_from("<I", data, 12)
     struct.pack_into("<I", data, size - 4, zlib.crc32(bytes(data[: size - 4])))
-    _parse(bytes(data))
+    _parse(bytes(data), salvage)
+
+
+@fuzz
+@given(st.integers(1, 16384), st.integers(1, 16384), st.integers(0, 2**31 - 1), st.integers(0, 1024),
+       st.sampled_from([1, 2, 4, 8]), st.sampled_from([8, 16]), st.integers(1, 62), st.booleans())  # fmt: skip
+def test_hostile_but_valid_headers_from_the_spec(width, height, frames, k, tf, sf, bits, v2):
+    """Headers that pass every check of FORMAT.md (within the limits), on a file with no chunk data
+    or with the valid file's body: parsing and salvage stay fast and small whatever they claim."""
+    from dataclasses import replace
+
+    from lfqcodec.container import StreamHeader, validate_header
+    from lfqcodec.errors import FormatError as Error
+    from lfqcodec.header import encode_header
+
+    gop = 1 + tf * k
+    grid = (-(-height // sf), -(-width // sf))
+    header = StreamHeader(bytes(16), width, height, frames, 1, 1, bits, 62, tf, sf, gop, *grid,
+                          chunk_count=-(-frames // gop), version=(2, 0) if v2 else (1, 1), coder=int(v2))  # fmt: skip
+    try:
+        validate_header(header)
+    except Error:
+        return  # outside the limits: covered above
+    head = encode_header(header)
+    for body in (b"", (VALID_V2 if v2 else VALID)[len(head):]):
+        _parse(head + body, salvage=True)
+        _parse(head + body)
+    assert replace(header).width == width
 
 
 def test_reader_rejects_zstd_bomb():

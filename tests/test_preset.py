@@ -177,3 +177,14 @@ def test_damaged_update_is_refused_and_salvage_decodes(tmp_path, tiny_model, mon
     salvaged = runner.invoke(main, ["decode", str(dst), str(tmp_path / "out.y4m"), "--model", str(tiny_model),
                                     "--salvage", "-q"])  # fmt: skip
     assert salvaged.exit_code == 0 and (tmp_path / "out.y4m").exists()
+
+
+@needs_updates
+def test_slow_preset_output_is_reproducible(tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setitem(presets.PRESETS, "slow", TINY_SLOW)
+    monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: True)
+    frames = moving_pattern(9, 24, 32)
+    for name in ("a", "b"):
+        lfqcodec.api.encode_frames(iter(frames), tmp_path / f"{name}.lfq", width=32, height=24, fps=Fraction(25),
+                                   model=tiny_model, preset="slow", scenecut=0, device="cpu")  # fmt: skip
+    assert (tmp_path / "a.lfq").read_bytes() == (tmp_path / "b.lfq").read_bytes()

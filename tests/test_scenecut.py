@@ -43,7 +43,7 @@ def test_encoded_file_starts_a_chunk_at_the_cut(tmp_path, tiny_model):
     assert run("encode", clip, lfq, "--model", tiny_model, "--gop", "9", "-q").exit_code == 0
     info = lfqcodec.read_info(lfq)
     assert [(c["first_frame"], c["frames"]) for c in info["chunks"]] == [(0, 9), (9, 2), (11, 9), (20, 1)]
-    assert info["format_version"] == "2.0"  # (1.1 before .lfq 2.0: the cut-chunks flag)
+    assert info["format_version"] == "2.0"
     run("encode", clip, fixed, "--model", tiny_model, "--gop", "9", "--scenecut", "0", "-q")
     assert [c["frames"] for c in lfqcodec.read_info(fixed)["chunks"]] == [9, 9, 3]
     back = tmp_path / "back.mkv"

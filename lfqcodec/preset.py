@@ -44,7 +44,8 @@ class Preset:
     # decides (measured: a rate term of 2 kept the rate but lost most of the search's gain)
     fit: FitConfig | None = None  # decoder update fitting (None: no update)
     spec: UpdateSpec = field(default_factory=lambda: UPDATE_SPEC)
-    run_frames: int = 65  # frames one update covers at most (whole chunks; a long video re-fits)
+    run_frames: int = 66  # frames one update covers at most: whole chunks (two of the default 33 frames),
+    # never across a scene cut; a long video re-fits every run
 
 
 # The update's design, chosen by measurement (benchmarks/results/update/): norm scales and shifts and

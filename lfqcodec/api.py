@@ -16,7 +16,7 @@ import itertools
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from . import __version__
+from . import preset as presets
+from .adapt import UpdateState
 from .atomic import atomic_output, check_destination
 from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqWriter, StreamHeader
@@ -82,6 +84,7 @@ class Codec:
         self.tokenizer = model.tokenizer.to(device)
         self.cfg = model.config
         self.dtype = next(self.tokenizer.parameters()).dtype
+        self._updates: UpdateState | None = None  # the decoder update in use (decoding)
 
     def encode_chunk(
         self,
@@ -155,11 +158,11 @@ class Codec:
                 yield frames
 
     def use_update(self, update: tuple[int, bytes] | None) -> None:
-        """Apply the decoder update (record number, payload) for the next chunks; ``None``: none.
-        Payload type 1 is must-understand: this version has no update to apply, so it refuses."""
-        if update is not None:
-            raise LfqError(f"this file carries a decoder update (record {update[0]}), which this version of "
-                           "lfqcodec cannot apply (a newer lfqcodec is needed)")
+        """Apply the decoder update (record number, payload; :mod:`lfqcodec.adapt`) for the next
+        chunks; ``None``: the shipped decoder. A payload that does not parse raises FormatError."""
+        if self._updates is None:
+            self._updates = UpdateState(self.tokenizer.decoder)
+        self._updates.use(*(update or (None, None)))
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,9 @@ def encode_frames(
     0..255, that can mark one; 0 turns detection off, so chunks are exactly ``gop`` frames).
     ``search_steps`` > 0 searches the bits against the decoder (:mod:`lfqcodec.search`): better
     pictures, same decoder, far slower encoding (each step is a decoder forward and backward pass
-    over the chunk; measured in ``models/lfq-base.md``).
+    over the chunk; measured in ``models/lfq-base.md``). ``preset`` (:mod:`lfqcodec.preset`): slower
+    presets fit a decoder update per run of chunks (format 2.0) and search the bits, each only where
+    it pays for its bytes.
     ``progress_total`` (frames expected, 0 if unknown) shows a progress bar on stderr.
     ``version=(2, 0)`` codes the bits with the context model fitted for this tokenizer
     (``models/<name>.entropy``, ``lfqcodec train-entropy``); without one it writes 2.0 with zstd
@@ -261,6 +266,10 @@ def encode_frames(
     dst = check_destination(dst, overwrite)
     if not 1 <= zstd_level <= 22:
         raise LfqError(f"zstd level {zstd_level} outside 1..22")
+    chosen = presets.resolve(preset)
+    window, zstd_level = chosen.window or window, chosen.zstd_level or zstd_level
+    if chosen.fit is not None and version[0] != 2:
+        raise LfqError(f"--preset {preset} stores a decoder update, which needs format 2.0")
     loaded = model if isinstance(model, LoadedModel) else load_model(model)
     cfg = loaded.config
     if quality not in cfg.quality_bits:
@@ -288,16 +297,23 @@ def encode_frames(
         raise LfqError(f"--scenecut must be >= 0, got {scenecut}")
     if search_steps < 0:
         raise LfqError(f"--search must be >= 0, got {search_steps}")
-    if search_steps:
-        header.metadata["search_steps"] = str(search_steps)
+    slow = chosen.fit is not None or chosen.search_steps > 0
+    if search_steps and slow:
+        chosen = replace(chosen, search_steps=search_steps)
+    if search_steps or chosen.search_steps:
+        header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
     search = SearchConfig(steps=search_steps)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level, version, entropy_model)
-        for chunk in encode_chunks(codec, frames, width, height, gop, keep, scenecut, search):
-            writer.write_chunk(chunk.bits[:keep], chunk.frames)
-            if bar is not None:
-                bar.update(chunk.frames)
+        if slow:
+            runner = presets.RunEncoder(codec, grid, keep, chosen, zstd_level, entropy_model)
+            presets.write_runs(runner, ChunkSplitter(_check_size(frames, width, height), scenecut), writer, gop, bar)
+        else:
+            for chunk in encode_chunks(codec, frames, width, height, gop, keep, scenecut, search):
+                writer.write_chunk(chunk.bits[:keep], chunk.frames)
+                if bar is not None:
+                    bar.update(chunk.frames)
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()

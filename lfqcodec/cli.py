@@ -22,6 +22,7 @@ from .errors import LfqError
 QUALITIES = ("low", "medium", "high")
 # readable=False: an unreadable input is reported by the API as one line (exit 1), not as a usage error
 INPUT_PATH = click.Path(readable=False, path_type=Path)
+PRESETS = ("fast", "medium", "slow", "veryslow")  # lfqcodec.preset.PRESETS (not imported: keeps the CLI light)
 
 
 def _printable(value: object) -> str:
@@ -107,6 +108,10 @@ window_option = click.option(
               help="Search the bits against the decoder for this many steps per chunk: better pictures, same "
                    "decoder, much slower encoding (each step decodes the chunk forward and backward; "
                    "e.g. 20; 0 = off).")  # fmt: skip
+@click.option("--preset", type=click.Choice(PRESETS), default="medium", show_default=True,
+              help="Speed against quality at the same rate (x265's names): fast = bigger encoder steps; slow and "
+                   "veryslow fit a decoder update to the clip and search the bits, each only where it pays for its "
+                   "bytes (recorded in the file; decoding needs no flag).")  # fmt: skip
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
 @device_option
@@ -114,12 +119,13 @@ window_option = click.option(
 @overwrite_option
 @quiet_option
 @handle_errors
-def encode(src, dst, model, quality, gop, scenecut, search_steps, zstd_level, max_frames, device, window, overwrite,
-           quiet):  # fmt: skip
+def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_level, max_frames, device, window,
+           overwrite, quiet):  # fmt: skip
     """Compress the video SRC (anything FFmpeg reads) into DST (.lfq)."""
     report = api.encode_file(
         src, dst, model=model, quality=quality, device=device, gop=gop, scenecut=scenecut, zstd_level=zstd_level,
         search_steps=search_steps, window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
+        preset=preset,
     )  # fmt: skip
     for warning in report.warnings:
         click.echo(f"lfqcodec: warning: {warning}", err=True)

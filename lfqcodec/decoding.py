@@ -179,34 +179,39 @@ def decode_frames(
                 lost.extend(tail)
         codec = Codec(loaded, select_device(device), window)
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
-        for position, first, count in chunk_spans(reader):
-            if first + count <= start or first >= end:
-                continue
-            blocks: Iterable[np.ndarray]
-            try:
-                if position is None:
-                    raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
-                _apply_update(reader, codec, reader.chunks[position].index, salvage, lost_updates)
-                blocks = codec.decode_chunk(reader.iter_chunk(position), count, h.height, h.width)
-            except FormatError as exc:
-                if not salvage:
-                    raise FormatError(f"{src}: {exc}") from None
-                if lost is not None:
-                    lost.append((max(first, start), min(first + count, end) - 1))
-                blocks = [np.broadcast_to(previous, (count, *previous.shape))]
-            at = first
-            for block in blocks:
-                lo, hi = max(start - at, 0), min(end - at, len(block))
-                yield from block[lo:hi]
-                if len(block):
-                    previous = block[-1]
-                at += len(block)
+        try:
+            for position, first, count in chunk_spans(reader):
+                if first + count <= start or first >= end:
+                    continue
+                blocks: Iterable[np.ndarray]
+                try:
+                    if position is None:
+                        raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
+                    _apply_update(reader, codec, reader.chunks[position].index, salvage, lost_updates)
+                    blocks = codec.decode_chunk(reader.iter_chunk(position), count, h.height, h.width)
+                except FormatError as exc:
+                    if not salvage:
+                        raise FormatError(f"{src}: {exc}") from None
+                    if lost is not None:
+                        lost.append((max(first, start), min(first + count, end) - 1))
+                    blocks = [np.broadcast_to(previous, (count, *previous.shape))]
+                at = first
+                for block in blocks:
+                    lo, hi = max(start - at, 0), min(end - at, len(block))
+                    yield from block[lo:hi]
+                    if len(block):
+                        previous = block[-1]
+                    at += len(block)
+        finally:
+            codec.use_update(None)  # a caller's model gets its own weights back
 
 
 def _apply_update(reader: LfqReader, codec, chunk: int, salvage: bool, lost_updates: list | None) -> None:
     """Give the codec the decoder update covering ``chunk`` (FORMAT.md, payload type 1)."""
     try:
         update = reader.update_for_chunk(chunk)
+        codec.use_update(update)  # parses the payload: a damaged one is refused here
+        return
     except FormatError:
         if not salvage:
             raise
@@ -214,8 +219,7 @@ def _apply_update(reader: LfqReader, codec, chunk: int, salvage: bool, lost_upda
         info = (entry.record, entry.first_chunk, entry.first_chunk + entry.chunk_count - 1)
         if lost_updates is not None and info not in lost_updates:
             lost_updates.append(info)
-        update = None
-    codec.use_update(update)
+    codec.use_update(None)
 
 
 def decode_file(

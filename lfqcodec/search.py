@@ -12,6 +12,12 @@ from frame to frame should be the source's change (the squared difference of con
 errors), including from the previous chunk's last decoded frame to this chunk's first, where a new
 chunk restarts from an image and would otherwise jump.
 
+With ``rate_weight > 0`` the search is rate-aware: the loss adds ``rate_weight x e0 x n / n0``,
+where ``n`` counts the kept bits that differ from the same bit one latent frame earlier (what
+zstd's repeated bytes and a context coder both find cheap), and ``e0``, ``n0`` are the squared
+error and that count at the start: ``rate_weight = 2`` trades a 1 % rise of changed bits against a
+2 % fall of the squared error, the slope of 6 dB per doubling of the rate if the rate follows ``n``.
+
 Large frames are searched in tiles of the latent grid with a margin of ``halo`` tokens decoded
 around each for context, so memory stays bounded; each tile starts from the bits already chosen
 for the tiles before it. A tile's result is never worse than its start on the decoded crop.
@@ -35,6 +41,7 @@ class SearchConfig:
     tile: int = 32  # tile side in tokens (the searched part; 32 tokens = 256 pixels)
     halo: int = 4  # tokens of context decoded around a tile (not changed by its search)
     temporal_weight: float = 1.0  # weight of the flicker term against the squared error
+    rate_weight: float = 0.0  # weight of the rate term (see _rate); 0 = the search ignores the rate
 
 
 def _spans(size: int, tile: int) -> list[tuple[int, int]]:
@@ -96,16 +103,28 @@ def _search_tile(
     variable = context[inner].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([variable], lr=cfg.lr)
     best_loss, best = float("inf"), variable.detach().clone()
+    scale = None
     for _ in range(cfg.steps):
         latents = context.clone()
         latents[inner] = variable
-        codes = torch.cat([straight_through_sign(latents), dropped.float()], dim=1).to(dtype)
+        signs = straight_through_sign(latents)
+        codes = torch.cat([signs, dropped.float()], dim=1).to(dtype)
         loss = _loss(tokenizer.decoder(codes, first=True).float() - target, previous_error, cfg.temporal_weight)
+        if cfg.rate_weight > 0:
+            changes = _changes(signs[inner])
+            if scale is None:  # e0 / n0 at the start
+                scale = loss.item() / max(changes.item(), 1.0)
+            loss = loss + cfg.rate_weight * scale * changes
         if loss.item() < best_loss:
             best_loss, best = loss.item(), variable.detach().clone()
         (variable.grad,) = torch.autograd.grad(loss, [variable])
         optimizer.step()
     return best
+
+
+def _changes(signs: torch.Tensor) -> torch.Tensor:
+    """Kept bits (``+-1``, straight-through) that differ from the same bit one latent frame earlier."""
+    return (signs.diff(dim=2) / 2).pow(2).sum()
 
 
 def _loss(error: torch.Tensor, previous_error: torch.Tensor | None, temporal_weight: float) -> torch.Tensor:

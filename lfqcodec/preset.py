@@ -1,0 +1,264 @@
+"""Encoder presets (x265's names and meaning: slower buys better pictures at the same rate).
+
+- ``fast``: the encoder network over ``FAST_WINDOW`` latent frames per step and zstd level 9.
+- ``medium`` (default): today's encoder, nothing searched or fitted.
+- ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), a decoder update
+  (:mod:`lfqcodec.adapt`) is fitted on the run's frames and stored before its chunks, then the
+  bits of each chunk are searched against the updated decoder (:mod:`lfqcodec.search`).
+
+Every choice a slow preset makes is a rate-distortion decision: an update is sent, and a chunk's
+searched bits replace the encoder's, only where the PSNR gained pays for the bytes added at the
+slope of ``DB_PER_DOUBLING`` dB per doubling of the rate (:func:`pays`), measured on the decoded
+pictures and the zstd-compressed bytes. So a clip is never coded worse than ``medium`` on that
+scale: where nothing pays, the file holds ``medium``'s bits and no update.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .adapt import DecoderUpdate, UpdateSpec, applied
+from .adapt_fit import ChunkTarget, FitConfig, fit_update
+from .bitpack import compressed_size
+from .layers import streaming
+from .quantizer import bits_to_codes
+from .search import SearchConfig, search_bits
+
+DB_PER_DOUBLING = 6.02  # rate-distortion slope a change must beat (a typical codec's: 6 dB per doubling)
+FAST_WINDOW = 4
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    window: int | None = None  # latent frames per encoder step (None: the caller's)
+    zstd_level: int | None = None  # None: the caller's
+    search_steps: int = 0  # bit search steps per tile, per chunk
+    search_rate: float = 0.0  # the search's own rate term (lfqcodec.search); 0: the chunk-level check alone
+    # decides (measured: a rate term of 2 kept the rate but lost most of the search's gain)
+    fit: FitConfig | None = None  # decoder update fitting (None: no update)
+    spec: UpdateSpec = field(default_factory=lambda: UPDATE_SPEC)
+    run_frames: int = 66  # frames one update covers at most: whole chunks (two of the default 33 frames),
+    # never across a scene cut; a long video re-fits every run
+
+
+# The update's design, chosen by measurement (benchmarks/results/update/): norm scales and shifts and
+# convolution biases of the decoder, 4-bit values, Adam at 1e-2 (best net gain of five designs on bikes).
+UPDATE_SPEC = UpdateSpec(norms=True, biases=True, lora_rank=0, refiner=False, bits=4)
+UPDATE_LR = 1e-2
+
+PRESETS: dict[str, Preset] = {
+    "fast": Preset("fast", window=FAST_WINDOW, zstd_level=9),
+    "medium": Preset("medium"),
+    "slow": Preset("slow", search_steps=8, fit=FitConfig(steps=50, lr=UPDATE_LR)),
+    "veryslow": Preset("veryslow", search_steps=20, fit=FitConfig(steps=150, lr=UPDATE_LR)),
+}
+
+
+def pays(psnr_gain_db: float, bytes_before: int, bytes_after: int, slope: float = DB_PER_DOUBLING) -> bool:
+    """Whether a change that gains ``psnr_gain_db`` for ``bytes_before -> bytes_after`` is worth it:
+    ``gain > slope * log2(after / before)`` (a change that saves bytes pays unless it loses more)."""
+    return psnr_gain_db > slope * math.log2(max(bytes_after, 1) / max(bytes_before, 1))
+
+
+def psnr_of(mse: float) -> float:
+    """PSNR (dB) of an MSE measured on 0..255 pixels."""
+    return 10 * math.log10(255**2 / max(mse, 1e-10))
+
+
+@dataclass
+class RunChunk:
+    """One chunk of a run, as the encoder sees it: source frames, model input, encoder latents."""
+
+    frames: list[np.ndarray]  # the chunk's source frames (H x W x 3 uint8)
+    video: torch.Tensor  # 1 x 3 x T x H' x W' in [-1, 1], padded to 1 + f*k frames and the grid
+    latents: torch.Tensor  # 1 x B x T' x h x w
+    bits: np.ndarray | None = None  # chosen bits (B x T' x h x w bool)
+
+
+@dataclass
+class RunResult:
+    update: DecoderUpdate | None
+    payload: bytes | None  # the update as stored (None: no update sent)
+    chunks: list[RunChunk]
+    stats: dict = field(default_factory=dict)  # what was decided and measured
+    last_error: torch.Tensor | None = None  # decoded - source of the run's last frame (searched runs)
+
+
+class RunEncoder:
+    """Encodes runs of chunks with a slow preset on a :class:`~lfqcodec.api.Codec`."""
+
+    def __init__(self, codec, grid: tuple[int, int], keep: int, preset: Preset, zstd_level: int,
+                 entropy_model=None, tick: Callable[[int], None] | None = None):  # fmt: skip
+        """``zstd_level`` and ``entropy_model`` (the file's context model, None for zstd only) are
+        the writer's: rate decisions are made on the bytes the file will hold."""
+        self.codec, self.grid, self.keep, self.preset = codec, grid, keep, preset
+        self.zstd_level, self.entropy_model = zstd_level, entropy_model
+        self.tick = tick or (lambda units: None)
+        self.decoder = codec.tokenizer.decoder
+
+    def work_units(self, frames: int, chunks: int) -> int:
+        """Progress units for a run: fit steps + search steps x chunks + frames."""
+        fit = self.preset.fit.steps if self.preset.fit else 0
+        return fit + self.preset.search_steps * chunks + frames
+
+    def prepare(self, frames: list[np.ndarray]) -> RunChunk:
+        """Model input and encoder latents of one chunk's frames (streamed ``window`` at a time)."""
+        from .api import _to_model  # api imports this module
+
+        codec, f, s = self.codec, self.codec.cfg.temporal_factor, self.codec.cfg.spatial_factor
+        padded = frames + [frames[-1]] * (-(len(frames) - 1) % f)
+        video = _to_model(padded, self.grid, s, codec.device)
+        step = f * codec.window
+        with streaming(codec.tokenizer), torch.no_grad():
+            latents = [codec.tokenizer.encoder(video[:, :, :1].to(codec.dtype), first=True)]
+            for lo in range(1, video.shape[2], step):
+                latents.append(codec.tokenizer.encoder(video[:, :, lo : lo + step].to(codec.dtype), first=False))
+        return RunChunk(frames, video, torch.cat(latents, dim=2))
+
+    def _mse(self, chunk: RunChunk, bits: np.ndarray) -> tuple[float, np.ndarray]:
+        """MSE (0..255) of the decoded chunk against its source, and the decoded last frame."""
+        h, w = chunk.frames[0].shape[:2]
+        total, count, last = 0.0, 0, None
+        at = 0
+        for block in self.codec.decode_chunk(bits[: self.keep], len(chunk.frames), h, w):
+            source = np.stack(chunk.frames[at : at + len(block)]).astype(np.float32)
+            total += float(((block.astype(np.float32) - source) ** 2).sum())
+            count += source.size
+            at += len(block)
+            last = block[-1] if len(block) else last
+        return total / max(count, 1), last
+
+    def _bytes(self, bits: np.ndarray) -> int:
+        """Payload bytes of a chunk's kept bits, chosen as the writer chooses (the smaller coding)."""
+        size = compressed_size(bits[: self.keep], self.zstd_level)
+        if self.entropy_model is not None:
+            from .entropy import encode_bits
+
+            size = min(size, len(encode_bits(np.ascontiguousarray(bits[: self.keep]), self.entropy_model)))
+        return size
+
+    def encode(self, chunks: list[RunChunk], previous_error: torch.Tensor | None = None) -> RunResult:
+        """Choose the update and each chunk's bits for one run (see the module docstring)."""
+        preset, stats = self.preset, {"frames": sum(len(c.frames) for c in chunks)}
+        base = [(c.latents > 0)[0].cpu().numpy() for c in chunks]
+        base_bytes = sum(self._bytes(b) for b in base)
+        base_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
+        stats.update(base_bytes=base_bytes, base_psnr=psnr_of(base_mse))
+        update, payload = None, None
+        if preset.fit is not None and preset.fit.steps > 0:
+            targets = [ChunkTarget(self._codes(b), c.video) for c, b in zip(chunks, base)]
+            fitted = fit_update(self.decoder, targets, preset.spec, preset.fit, lambda *_: self.tick(1))
+            data = fitted.to_bytes()
+            fitted = DecoderUpdate.from_bytes(data, self.decoder)  # exactly what the decoder will use
+            with applied(self.decoder, fitted):
+                fit_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
+            gain = psnr_of(fit_mse) - psnr_of(base_mse)
+            stats.update(update_bytes=len(data), update_gain_db=gain)
+            if pays(gain, base_bytes, base_bytes + len(data)):
+                update, payload = fitted, data
+        stats["update_sent"] = payload is not None
+        searched = 0
+        with applied(self.decoder, update):
+            for chunk, bits in zip(chunks, base):
+                chunk.bits = bits
+                if preset.search_steps > 0:
+                    chunk.bits, previous_error, used = self._search(chunk, bits, previous_error)
+                    searched += used
+                    self.tick(preset.search_steps)
+                self.tick(len(chunk.frames))
+        final_bytes = sum(self._bytes(c.bits) for c in chunks) + (len(payload) if payload else 0)
+        stats.update(searched_chunks=searched, bytes=final_bytes)
+        return RunResult(update, payload, chunks, stats, previous_error)
+
+    def _codes(self, bits: np.ndarray) -> torch.Tensor:
+        codes = bits_to_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], self.codec.cfg.num_bits)
+        return codes.to(self.codec.dtype)
+
+    def _search(self, chunk: RunChunk, bits: np.ndarray, previous_error: torch.Tensor | None):
+        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits``; also the error of
+        the chunk's last decoded frame (for the next chunk's flicker term) and 1 if searched bits won."""
+        from .api import _to_model
+
+        cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=self.preset.search_rate)
+        found = search_bits(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error)
+        found = found[0].cpu().numpy()
+        mse0, last0 = self._mse(chunk, bits)
+        mse1, last1 = self._mse(chunk, found)
+        won = pays(psnr_of(mse1) - psnr_of(mse0), self._bytes(bits), self._bytes(found))
+        chosen, last = (found, last1) if won else (bits, last0)
+        s = self.codec.cfg.spatial_factor
+        n = len(chunk.frames)
+        error = _to_model([last], self.grid, s, self.codec.device) - chunk.video[:, :, n - 1 : n]
+        return chosen, error, int(won)
+
+
+def resolve(name: str) -> Preset:
+    if name not in PRESETS:
+        from .errors import LfqError
+
+        raise LfqError(f"unknown preset {name!r} (use {', '.join(PRESETS)})")
+    return PRESETS[name]
+
+
+def write_runs(runner: RunEncoder, splitter, writer, gop: int, bar=None) -> None:
+    """Encode the frames of ``splitter`` (a :class:`~lfqcodec.scenecut.ChunkSplitter`) in runs of
+    whole chunks (at most ``run_frames`` frames, never across a scene cut) and write each run's
+    update (when one is sent) and chunks to ``writer``. ``bar`` (tqdm, in frames) advances with the
+    run's work, so its ETA covers fitting and search."""
+    run_frames = runner.preset.run_frames
+    pending: tuple[list[np.ndarray], bool] | None = None
+    previous = None
+    while True:
+        chunks: list[list[np.ndarray]] = []
+        fresh = False
+        while True:
+            if pending is None:
+                frames = list(itertools.islice(splitter.chunk(), gop))
+                pending = (frames, splitter.starts_scene) if frames else None
+            if pending is None:
+                break
+            frames, starts_scene = pending
+            if chunks and (starts_scene or sum(map(len, chunks)) + len(frames) > run_frames):
+                break
+            chunks.append(frames)
+            fresh = fresh or starts_scene
+            pending = None
+        if not chunks:
+            return
+        if fresh:
+            previous = None
+        total = sum(map(len, chunks))
+        units = runner.work_units(total, len(chunks))
+        if bar is not None:
+            runner.tick = _ticker(bar, total, units)
+        result = runner.encode([runner.prepare(c) for c in chunks], previous)
+        if result.payload is not None:
+            if not hasattr(writer, "write_update"):
+                from .errors import LfqError
+
+                raise LfqError("this build's .lfq writer cannot store a decoder update (needs .lfq 2.0)")
+            writer.write_update(result.payload, len(writer.entries), len(result.chunks))
+        for chunk in result.chunks:
+            writer.write_chunk(chunk.bits[: runner.keep], len(chunk.frames))
+        previous = result.last_error
+
+
+def _ticker(bar, frames: int, units: int) -> Callable[[int], None]:
+    """Advance ``bar`` (whole frames) by ``frames * done / units`` as work units are done."""
+    done = [0, 0]  # units done, frames shown
+
+    def tick(n: int) -> None:
+        done[0] += n
+        shown = min(frames, frames * done[0] // max(units, 1))
+        if shown > done[1]:
+            bar.update(shown - done[1])
+            done[1] = shown
+
+    return tick

@@ -32,7 +32,7 @@ def test_quality_metrics_on_uint8_frames():
 
 
 def _curve(codec, rates, dists):
-    return [RdPoint("c", codec, str(i), "cpu", 1, 1, 1, 1, r, 0, d, d, d, 1, 1, None, None)
+    return [RdPoint("c", codec, str(i), "cpu", 1, 1, 1, 1, r, 0, d, d, d, d, 1, 1, None, None)
             for i, (r, d) in enumerate(zip(rates, dists))]  # fmt: skip
 
 

@@ -1,12 +1,15 @@
-"""Write the results tables of the model card and the README from a ``lfqcodec bench`` JSON.
+"""Merge per-clip ``lfqcodec bench`` JSON files and write the model card's and the README's tables.
 
-    python benchmarks/model_card_table.py benchmarks/results/model-card/bench.json [--card models/lfq-base.md]
-        [--readme README.md] [--note CLIP=TEXT ...]
+    python benchmarks/model_card_table.py benchmarks/results/model-card/clips/*.json --out benchmarks/results/model-card
+        [--card models/lfq-base.md] [--readme README.md] [--note CLIP=TEXT ...]
 
-Run by ``benchmarks/model_card.sh`` after its bench; re-running it alone rewrites the tables from the
-committed JSON. Each file holds its table between the lines ``<!-- results table (kind): begin ...``
+Run by ``benchmarks/model_card.sh`` after its benches; re-running it alone rewrites everything below
+from the committed JSON. Writes ``OUT/bench.json`` (all clips: numbers, machine, dates, commands),
+``OUT/bench.txt`` (the table ``lfqcodec bench`` prints) and ``OUT/rd.png`` (RD curves), then the
+tables. Each file holds its table between the lines ``<!-- results table (kind): begin ...``
 and ``<!-- results table: end -->``; ``kind`` is ``full`` (every quality, x265 beside each, BD-rates:
-the model card) or ``short`` (medium only: the README). Everything else in the files is left as is.
+the model card), ``short`` (medium only: the README) or ``stats`` (weights hash, parameters and FLOPs
+per pixel, from ``model_stats.json`` beside the bench JSON). Everything else in the files is left as is.
 """
 
 from __future__ import annotations
@@ -26,7 +29,8 @@ NOTES = {
     "carphone_pristine.mp4": "selection clip: chose every model so far",
     "vtest.avi": "in the training data of these weights",
 }
-MARKER = re.compile(r"(<!-- results table \((full|short)\): begin[^\n]*-->\n)(.*?)(<!-- results table: end -->)", re.S)
+ORDER = ["armwrestling.mp4", "kitten.mp4", "aquarium.mp4", "vtest.avi", "bikes.mp4", "carphone_pristine.mp4"]
+MARKER = re.compile(r"(<!-- results table \((full|short|stats)\): begin[^\n]*-->\n)(.*?)(<!-- results table: end -->)", re.S)
 
 
 def _nearest_x265(points: list[dict], ours: dict) -> dict | None:
@@ -93,6 +97,19 @@ def table(record: dict, kind: str, notes: dict[str, str], base: Path) -> str:
     return "\n".join(out) + "\n"
 
 
+def stats_table(record: dict) -> str:
+    """Weights, parameters and FLOPs per pixel (``benchmarks/model_stats.py``'s JSON beside the bench JSON)."""
+    stats = json.loads((Path(record["_path"]).with_name("model_stats.json")).read_text())
+    enc, dec = stats["encoder_parameters"], stats["decoder_parameters"]
+    return "\n".join([
+        "| | |", "|---|---|",
+        f"| weights | `{record['model']['name']}`, SHA-256 `{record['model']['sha256']}` |",
+        f"| parameters | {enc + dec:,} (encoder {enc:,}, decoder {dec:,}) |",
+        f"| FLOPs per pixel | encode {stats['encode_flops_per_pixel'] / 1e3:.0f} k, decode {stats['decode_flops_per_pixel'] / 1e3:.0f} k "
+        f"(torch's FLOP counter, {stats['measured_on']}; a multiply-add is 2 FLOPs; `python benchmarks/model_stats.py`) |",
+    ]) + "\n"  # fmt: skip
+
+
 def rewrite(path: Path, record: dict, notes: dict[str, str]) -> int:
     """Replace every marked table in ``path``; returns how many were replaced."""
     text = path.read_text()
@@ -101,7 +118,9 @@ def rewrite(path: Path, record: dict, notes: dict[str, str]) -> int:
     def replace(match: re.Match) -> str:
         nonlocal count
         count += 1
-        return match.group(1) + table(record, match.group(2), notes, path) + match.group(4)
+        kind = match.group(2)
+        body = stats_table(record) if kind == "stats" else table(record, kind, notes, path)
+        return match.group(1) + body + match.group(4)
 
     new = MARKER.sub(replace, text)
     if new != text:
@@ -111,16 +130,37 @@ def rewrite(path: Path, record: dict, notes: dict[str, str]) -> int:
     return count
 
 
+def merge(records: list[dict]) -> dict:
+    """One record from per-clip bench records made with the same weights, clips in :data:`ORDER`."""
+    shas = {r["model"]["sha256"] for r in records}
+    if len(shas) != 1:
+        raise SystemExit(f"model_card_table.py: error: the clips were measured with different weights: {sorted(shas)}")
+    rank = lambda clip: ORDER.index(clip) if clip in ORDER else len(ORDER)  # noqa: E731
+    records = sorted(records, key=lambda r: rank(r["points"][0]["clip"]))
+    merged = {**records[-1], "date": max(r["date"] for r in records), "command": [r["command"] for r in records]}
+    merged["points"] = [p for r in records for p in r["points"]]
+    merged["bd_rate_vs_x265"] = {k: v for r in records for k, v in r["bd_rate_vs_x265"].items()}
+    merged["pictures"] = [p for r in records for p in r.get("pictures", [])]
+    return merged
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("bench_json", type=Path)
+    parser.add_argument("bench_json", type=Path, nargs="+", help="lfqcodec bench --json files, one or more clips each")
+    parser.add_argument("--out", type=Path, required=True, help="folder for bench.json, bench.txt, rd.png")
     parser.add_argument("--card", type=Path, default=ROOT / "models" / "lfq-base.md")
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--note", action="append", default=[], metavar="CLIP=TEXT",
                         help="What a clip is to the model (default: held out; see NOTES)")  # fmt: skip
     args = parser.parse_args()
-    record = json.loads(args.bench_json.read_text())
-    record["_path"] = str(args.bench_json)
+    from lfqcodec.bench import format_table, plot
+
+    record = merge([json.loads(path.read_text()) for path in args.bench_json])
+    merged_path = args.out / "bench.json"
+    merged_path.write_text(json.dumps(record, indent=2) + "\n")
+    (args.out / "bench.txt").write_text(format_table(record) + "\n")
+    plot(record, args.out / "rd.png")
+    record["_path"] = str(merged_path)
     notes = {**NOTES, **dict(n.split("=", 1) for n in args.note)}
     for path in (args.card, args.readme):
         print(f"{path}: {rewrite(path, record, notes)} table(s) written")

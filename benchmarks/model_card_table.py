@@ -83,7 +83,7 @@ def table(record: dict, kind: str, notes: dict[str, str], base: Path) -> str:
               f"cuts for both codecs, x265 preset medium yuv420p; {record['date'][:10]}, {record['machine']['cpu_cores']} "
               f"CPU cores, model `{model['name']}` `{model['sha256'][:12]}`; [JSON]({rel(bench_json)}), "
               f"[table]({rel(bench_json.with_name('bench.txt'))})). VMAF: `{record['vmaf']['model']}` (libvmaf "
-              f"{record['vmaf']['libvmaf']}) on {record['vmaf']['rgb_to_yuv']['matrix'].upper()} "
+              f"{record['vmaf']['libvmaf']}) on {record['vmaf']['rgb_to_yuv']['matrix'].upper().replace('BT', 'BT.')} "
               f"{record['vmaf']['rgb_to_yuv']['range'].split(' ')[0]}-range Y'CbCr from the decoded RGB; "
               f"PSNR over RGB, MS-SSIM on BT.601 luma; bpp from file sizes.")  # fmt: skip
     out = [source, "", *lines]

@@ -51,7 +51,10 @@ def ffmpeg_with_libvmaf() -> str:
         import imageio_ffmpeg
     except ImportError:
         raise LfqError(MISSING) from None
-    exe = imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        exe = imageio_ffmpeg.get_ffmpeg_exe()
+    except (RuntimeError, OSError) as exc:  # no binary for this platform, and none on IMAGEIO_FFMPEG_EXE
+        raise LfqError(f"VMAF: imageio-ffmpeg has no FFmpeg here ({exc})") from None
     filters = subprocess.run([exe, "-hide_banner", "-filters"], capture_output=True, text=True, check=False).stdout
     if " libvmaf " not in filters:
         raise LfqError(f"the FFmpeg of imageio-ffmpeg ({exe}) was built without libvmaf; install imageio-ffmpeg==0.8.1")

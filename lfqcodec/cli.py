@@ -217,10 +217,14 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
     if bar is not None:
         bar.close()
     click.echo(bench_module.format_table(record))
+    from .atomic import atomic_output
+
     if json_path:
-        json_path.write_text(json.dumps(record, indent=2) + "\n")
+        with atomic_output(json_path) as tmp:
+            tmp.write_text(json.dumps(record, indent=2) + "\n")
     if plot_path:
-        bench_module.plot(record, plot_path)
+        with atomic_output(plot_path) as tmp:
+            bench_module.plot(record, tmp)
 
 
 def _parse_blocks(value: str | None) -> tuple[int, ...] | None:

@@ -19,8 +19,8 @@ data=${LFQ_DATA:-$HOME/.cache/lfqcodec/data}
 model=${1:-}
 python=${PYTHON:-python}
 out=$here/results/model-card
-clips=("$shared/validation/armwrestling.mp4" "$shared/video/carphone_pristine.mp4" "$shared/video/bikes.mp4"
-       "$shared/video/kitten.mp4" "$shared/video/aquarium.mp4" "$data/video/vtest.avi")
+clips=("$shared/validation/armwrestling.mp4" "$shared/video/carphone_pristine.mp4" "$shared/video/kitten.mp4"
+       "$shared/video/aquarium.mp4" "$shared/video/bikes.mp4" "$data/video/vtest.avi")  # cheap and held-out first
 for clip in "${clips[@]}"; do
   [ -f "$clip" ] || { echo "model_card.sh: missing $clip (see ../shared/data/SOURCES.md, scripts/fetch_data.sh)" >&2; exit 1; }
 done

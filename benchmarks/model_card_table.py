@@ -25,9 +25,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 # What each clip is to the shipped weights (lfq-base of 2026-11-24); change with the training data.
 NOTES = {
-    "bikes.mp4": "selection clip: chose every model so far",
-    "carphone_pristine.mp4": "selection clip: chose every model so far",
-    "vtest.avi": "in the training data of these weights",
+    "bikes.mp4": "selection clip",  # held out, but chose every model so far through validation
+    "carphone_pristine.mp4": "selection clip",
+    "vtest.avi": "in the training data",
 }
 ORDER = ["armwrestling.mp4", "kitten.mp4", "aquarium.mp4", "vtest.avi", "bikes.mp4", "carphone_pristine.mp4"]
 MARKER = re.compile(r"(<!-- results table \((full|short|stats)\): begin[^\n]*-->\n)(.*?)(<!-- results table: end -->)", re.S)
@@ -54,7 +54,7 @@ def _bd(result: dict) -> str:
 def _clip_label(record: dict, clip: str, notes: dict[str, str]) -> str:
     p = next(p for p in record["points"] if p["clip"] == clip)
     note = notes.get(clip, "held out")
-    return f"{Path(clip).stem} {p['width']}x{p['height']} ({note})"
+    return f"{Path(clip).stem.removesuffix('_pristine')} {p['width']}x{p['height']} ({note})"
 
 
 def table(record: dict, kind: str, notes: dict[str, str], base: Path) -> str:
@@ -78,21 +78,20 @@ def table(record: dict, kind: str, notes: dict[str, str], base: Path) -> str:
     bench_json = Path(record["_path"]).resolve()
     rel = lambda path: os.path.relpath(path, base.resolve().parent)  # noqa: E731  (links from the file's folder)
     model = record["model"]
-    source = (f"`benchmarks/model_card.sh` (`lfqcodec bench`, first {record['settings']['frames']} "
-              f"frames of each clip, chunk / keyframe at least every {record['settings']['gop']} frames and at scene "
-              f"cuts for both codecs, x265 preset medium yuv420p; {record['date'][:10]}, {record['machine']['cpu_cores']} "
-              f"CPU cores, model `{model['name']}` `{model['sha256'][:12]}`; [JSON]({rel(bench_json)}), "
-              f"[table]({rel(bench_json.with_name('bench.txt'))})). VMAF: `{record['vmaf']['model']}` (libvmaf "
-              f"{record['vmaf']['libvmaf']}) on {record['vmaf']['rgb_to_yuv']['matrix'].upper().replace('BT', 'BT.')} "
-              f"{record['vmaf']['rgb_to_yuv']['range'].split(' ')[0]}-range Y'CbCr from the decoded RGB; "
-              f"PSNR over RGB, MS-SSIM on BT.601 luma; bpp from file sizes.")  # fmt: skip
+    vmaf = record["vmaf"]
+    source = (f"`benchmarks/model_card.sh`: `lfqcodec bench`, first {record['settings']['frames']} frames, a chunk / "
+              f"keyframe every {record['settings']['gop']} frames and at scene cuts, x265 preset medium; "
+              f"{record['date'][:10]}, model `{model['sha256'][:12]}` ([JSON]({rel(bench_json)}), "
+              f"[table]({rel(bench_json.with_name('bench.txt'))})). bpp from file sizes, PSNR on RGB, MS-SSIM on "
+              f"luma, VMAF `{vmaf['model']}` on {vmaf['rgb_to_yuv']['matrix'].upper().replace('BT', 'BT.')} "
+              f"{vmaf['rgb_to_yuv']['range'].split(' ')[0]}-range Y'CbCr of the decoded RGB.")  # fmt: skip
     out = [source, "", *lines]
     if kind == "full":
-        out += ["", "BD-rate of lfqcodec against x265 (negative: lfqcodec needs fewer bits for the same quality; "
-                "only over the quality range where both curves exist, given in brackets):", "",
+        out += ["", "BD-rate against x265 (negative: lfqcodec needs fewer bits), only over the range where both "
+                "curves exist (in brackets):", "",
                 "| clip | PSNR | MS-SSIM | VMAF |", "|---|---|---|---|"]  # fmt: skip
         for clip, result in record["bd_rate_vs_x265"].items():
-            out.append(f"| {Path(clip).stem} | {_bd(result['psnr_rgb'])} | {_bd(result['ms_ssim_y'])} | "
+            out.append(f"| {Path(clip).stem.removesuffix('_pristine')} | {_bd(result['psnr_rgb'])} | {_bd(result['ms_ssim_y'])} | "
                        f"{_bd(result['vmaf'])} |")  # fmt: skip
     return "\n".join(out) + "\n"
 

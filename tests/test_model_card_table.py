@@ -48,5 +48,5 @@ def test_tables_are_written_between_markers_only(tmp_path):
     text = card.read_text()
     assert text.startswith("intro\n") and "\nmiddle\n" in text and text.endswith("end\n") and "\nold\n" not in text
     assert "| armwrestling 64x48 (held out) | low | 0.0100 | 25.00 | 0.900 | 30.0 | CRF 51 | 0.0110 |" in text
-    assert "(selection clip" in text and "| parameters | 15 (encoder 10, decoder 5) |" in text
+    assert "(selection clip)" in text and "| parameters | 15 (encoder 10, decoder 5) |" in text
     assert "| bikes | no overlap | no overlap | no overlap |" in text

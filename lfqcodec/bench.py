@@ -233,14 +233,25 @@ def bd_rate(anchor: list[RdPoint], test: list[RdPoint], metric: str) -> dict:
     """BD-rate (percent; negative = test needs fewer bits) of ``test`` against ``anchor`` on ``metric``."""
     import bjontegaard
 
+    dropped = 0
+
     def curve(points: list[RdPoint]) -> tuple[np.ndarray, np.ndarray]:
-        pts = sorted((p.bpp, getattr(p, metric)) for p in points if np.isfinite(getattr(p, metric)))
-        return np.array([r for r, _ in pts]), np.array([d for _, d in pts])
+        """Points by rate, keeping only those better than every cheaper one (the interpolation needs
+        quality to rise with rate; e.g. VMAF can fall from medium to high)."""
+        nonlocal dropped
+        kept: list[tuple[float, float]] = []
+        for rate, dist in sorted((p.bpp, getattr(p, metric)) for p in points if np.isfinite(getattr(p, metric))):
+            if kept and (dist <= kept[-1][1] or rate <= kept[-1][0]):
+                dropped += 1
+                continue
+            kept.append((rate, dist))
+        return np.array([r for r, _ in kept]), np.array([d for _, d in kept])
 
     rate_a, dist_a = curve(anchor)
     rate_t, dist_t = curve(test)
+    note = f"{dropped} point(s) left out: no better than a cheaper one" if dropped else ""
     if len(rate_a) < 2 or len(rate_t) < 2:
-        return {"bd_rate_percent": None, "note": "fewer than two points on a curve"}
+        return {"bd_rate_percent": None, "note": "fewer than two points on a curve" + (f" ({note})" if note else "")}
     low, high = max(dist_a.min(), dist_t.min()), min(dist_a.max(), dist_t.max())
     if high <= low:
         return {"bd_rate_percent": None, "overlap": None,
@@ -250,8 +261,11 @@ def bd_rate(anchor: list[RdPoint], test: list[RdPoint], metric: str) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method="pchip", require_matching_points=False)
-    return {"bd_rate_percent": float(value), "overlap": [float(low), float(high)], "note": ""}
+        try:
+            value = bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method="pchip", require_matching_points=False)
+        except ValueError as exc:  # a curve the interpolation refuses: no number rather than no bench
+            return {"bd_rate_percent": None, "overlap": [float(low), float(high)], "note": f"not computed: {exc}"}
+    return {"bd_rate_percent": float(value), "overlap": [float(low), float(high)], "note": note}
 
 
 def run_bench(

@@ -73,3 +73,12 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     assert shown["png"] == "clip.png" and shown["crop"]["frame"] not in shown["crop"]["chunk_starts"]
     assert [row["lfqcodec"] for row in shown["rows"]] == ["low", "medium", "high"] and all(row["x265"] for row in shown["rows"])
     assert (tmp_path / "frames" / "clip.png").stat().st_size > 1000
+
+
+def test_bd_rate_leaves_out_points_no_better_than_cheaper_ones():
+    """VMAF can fall from medium to high: such a point is left out, not an error."""
+    anchor = _curve("x265", [0.05, 0.1, 0.2, 0.4], [20.0, 40.0, 60.0, 80.0])
+    test = _curve("lfqcodec", [0.06, 0.12, 0.2], [25.0, 45.0, 44.0])
+    result = bd_rate(anchor, test, "vmaf")
+    assert result["bd_rate_percent"] is not None and "1 point(s) left out" in result["note"]
+    assert bd_rate(anchor, _curve("lfqcodec", [0.06, 0.12], [25.0, 25.0]), "vmaf")["bd_rate_percent"] is None

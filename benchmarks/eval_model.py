@@ -5,7 +5,8 @@
 Default clips are the two shared clips held out from training (bikes, carphone). For each clip and
 quality the clip's first ``--frames`` frames are encoded to ``.lfq`` (file size, container included,
 gives bits per pixel), decoded to lossless FFV1, and compared with the source frames: PSNR over RGB,
-MS-SSIM (mean over frames), the mean per-frame PSNR by position in the chunk (first frame, then
+MS-SSIM (mean over frames), VMAF (``vmaf_v0.6.1``, mean over frames, :mod:`lfqcodec.vmaf`; needs the
+bench extra), the mean per-frame PSNR by position in the chunk (first frame, then
 each later latent frame: a decoder that loses quality far from the chunk's start shows it), and a flicker measure at chunk boundaries: the mean absolute error of
 the frame-to-frame change (decoded vs. source) on the first frame of each chunk, next to the same
 measure inside chunks (a decoder that jumps at chunk starts shows a larger first number). A side-by-side PNG (source | decoded) of the middle frame is saved next
@@ -31,7 +32,10 @@ import torch
 import lfqcodec
 from lfqcodec.api import DEFAULT_SCENECUT
 from lfqcodec.checkpoint import load_model
+from lfqcodec.errors import LfqError
 from lfqcodec.metrics import ms_ssim, psnr
+from lfqcodec.vmaf import settings as vmaf_settings
+from lfqcodec.vmaf import vmaf
 from lfqcodec.videoio import VideoWriter
 
 HERE = Path(__file__).resolve().parent
@@ -90,6 +94,7 @@ def evaluate(
                 starts = [c["first_frame"] for c in lfqcodec.read_info(lfq)["chunks"]]
                 flicker_start, flicker_inside = temporal_error(source, decoded, starts)
                 out = torch.from_numpy(decoded).float().permute(0, 3, 1, 2)
+                score = vmaf(source, decoded)
                 per_frame = [round(psnr(ref[i : i + 1], out[i : i + 1]), 2) for i in range(len(ref))]
                 mid = len(source) // 2
                 suffix = f"-search{search_steps}" if search_steps else ""
@@ -98,7 +103,7 @@ def evaluate(
                     "clip": clip.name, "quality": quality, "search_steps": search_steps, "frames": len(source),
                     "width": source.shape[2], "height": source.shape[1], "file_bytes": enc.file_bytes,
                     "bpp": enc.bits_per_pixel, "kbit_s": enc.kbit_per_second,
-                    "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out),
+                    "psnr_rgb": psnr(ref, out), "ms_ssim": ms_ssim(ref, out), "vmaf": score.mean, "vmaf_min": score.min,
                     "psnr_per_frame": per_frame,
                     "psnr_by_chunk_position": psnr_by_chunk_position(per_frame, starts),
                     "encode_fps": len(source) / enc.seconds, "decode_fps": len(source) / dec.seconds,
@@ -107,7 +112,7 @@ def evaluate(
                 })  # fmt: skip
                 r = rows[-1]
                 print(f"{clip.name:24s} {quality:6s} {r['bpp']:.4f} bpp {r['psnr_rgb']:6.2f} dB "
-                      f"MS-SSIM {r['ms_ssim']:.4f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps  "
+                      f"MS-SSIM {r['ms_ssim']:.4f} VMAF {r['vmaf']:.1f}  enc {r['encode_fps']:.1f} fps dec {r['decode_fps']:.1f} fps  "
                       f"temporal error at chunk starts {flicker_start:.2f} / inside {flicker_inside:.2f}",
                       file=sys.stderr)  # fmt: skip
                 print(f"{'':24s} PSNR by position in chunk: {r['psnr_by_chunk_position']}", file=sys.stderr)
@@ -118,7 +123,7 @@ def summary(rows: list[dict]) -> dict:
     out = {}
     for quality in dict.fromkeys(r["quality"] for r in rows):
         sel = [r for r in rows if r["quality"] == quality]
-        out[quality] = {k: float(np.mean([r[k] for r in sel])) for k in ("bpp", "psnr_rgb", "ms_ssim")}
+        out[quality] = {k: float(np.mean([r[k] for r in sel])) for k in ("bpp", "psnr_rgb", "ms_ssim", "vmaf")}
     return out
 
 
@@ -134,6 +139,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval-lfq-base.json")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        vmaf_record = vmaf_settings()  # fails here, in one line, when the VMAF tool is missing
+    except LfqError as exc:
+        sys.exit(f"eval_model.py: error: {exc}")
     torch.set_num_threads(os.cpu_count() or 1)
     rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent, args.scenecut, args.search,
                     tuple(args.quality))
@@ -143,6 +152,7 @@ def main() -> None:
         "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads",
         "model": {"name": args.model or "lfq-base", "sha256": load_model(args.model).sha256},
+        "vmaf": vmaf_record,
         "rows": rows,
         "mean": summary(rows),
     }

@@ -2,9 +2,9 @@
 
     python benchmarks/plot_training.py RUN_DIR[@OFFSET] [RUN_DIR[@OFFSET] ...] --out benchmarks/results/training.png
 
-Several run folders (one per session, in order) are drawn on one step axis. A run that was
+Several run folders (in the order they ran) are drawn on one step axis. A run that was
 warm-started from another run's weights counts its steps from 0: give it the step it started from
-as ``@OFFSET`` (e.g. ``session2@10000``); a dashed line marks where each such run begins.
+as ``@OFFSET`` (e.g. ``2026-11-24-refiner@10000``); a dashed line marks where each such run begins.
 
 ``--summary`` also prints a Markdown table, one row per run: its validation at ``medium`` (first,
 best, last point) and the slope of a straight line fitted through its last ``--tail`` steps, in dB

@@ -1,6 +1,8 @@
 """Training's validation measure for any model file: PSNR / MS-SSIM / payload bits per pixel per
 quality on centre crops of the first ``--frames`` frames of the held-out clips (what ``lfqcodec
-train`` logs to ``val.jsonl``), so weights from different sessions can be compared on one footing.
+train`` logs to ``val.jsonl``), so weights from different training runs can be compared on one
+footing; and VMAF (``vmaf_v0.6.1``, :mod:`lfqcodec.vmaf`, needs the bench extra) of the same
+reconstructions, per clip and quality, as ``vmaf`` next to training's numbers.
 
     python benchmarks/validate.py [--model lfq-base] [--frames 29] [--out benchmarks/results/validate-lfq-base-29f.json]
 """
@@ -18,10 +20,32 @@ from pathlib import Path
 import torch
 
 from lfqcodec.checkpoint import load_model
+from lfqcodec.data import to_model_range
+from lfqcodec.errors import LfqError
 from lfqcodec.train import load_validation, validate
+from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.vmaf import settings as vmaf_settings
+from lfqcodec.vmaf import vmaf
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared/data/video"
+
+
+@torch.no_grad()
+def add_vmaf(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], result: dict) -> None:
+    """Decode each clip (``T x H x W x 3`` uint8) at each quality as :func:`validate` does and add
+    ``vmaf`` to ``result``: per clip (``result[q]["clips"]``) and the mean over clips (``result[q]``)."""
+    tokenizer.eval()
+    for name, frames in clips:
+        bits = tokenizer.encode(to_model_range(frames).transpose(0, 1)[None])  # 1 x 3 x T x H x W in [-1, 1]
+        for quality, keep in tokenizer.cfg.quality_bits.items():
+            recon = tokenizer.decode(bits[:, :keep])[0]  # 3 x T x H x W in [-1, 1]
+            decoded = ((recon.clamp(-1, 1) + 1) * 127.5).round().permute(1, 2, 3, 0).to(torch.uint8).numpy()
+            row = next(r for r in result[quality]["clips"] if r["clip"] == name)
+            row["vmaf"] = vmaf(frames.numpy(), decoded).mean
+    for quality in tokenizer.cfg.quality_bits:
+        rows = result[quality]["clips"]
+        result[quality]["vmaf"] = sum(r["vmaf"] for r in rows) / len(rows)
 
 
 def main() -> None:
@@ -32,19 +56,26 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=HERE / "results" / "validate-lfq-base-29f.json")
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
+    try:
+        vmaf_record = vmaf_settings()
+    except LfqError as exc:
+        sys.exit(f"validate.py: error: {exc}")
     model = load_model(args.model)
-    result = validate(model.tokenizer.float(), load_validation(args.clips, frames=args.frames), torch.device("cpu"))
+    clips = load_validation(args.clips, frames=args.frames)
+    result = validate(model.tokenizer.float(), clips, torch.device("cpu"))
+    add_vmaf(model.tokenizer, clips, result)
     record = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.machine()} {os.cpu_count()} cores, torch {torch.__version__}",
         "model": {"name": model.name, "sha256": model.sha256},
         "frames": args.frames,
+        "vmaf": vmaf_record,
         "result": result,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2) + "\n")
-    print(", ".join(f"{q} {result[q]['psnr']:.2f} dB {result[q]['bpp']:.4f} bpp" for q in model.config.quality_bits))
+    print(", ".join(f"{q} {result[q]['psnr']:.2f} dB VMAF {result[q]['vmaf']:.1f} {result[q]['bpp']:.4f} bpp" for q in model.config.quality_bits))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ decoded back to RGB and compared with them, so all metrics are computed the same
 * bits per pixel and kbit/s from the real output sizes (``.lfq`` container, or the muxed
   ``.mkv`` of the reference codec),
 * PSNR over RGB and over BT.601 luma, and MS-SSIM on luma (:mod:`lfqcodec.metrics`),
+* VMAF (``vmaf_v0.6.1``, libvmaf in imageio-ffmpeg's FFmpeg; RGB converted to BT.601 limited-range
+  Y'CbCr the same way for every codec, :mod:`lfqcodec.vmaf`),
 * encode and decode frames per second and the peak increase of resident memory while each ran.
 
 Reference codecs (through PyAV, all ``yuv420p``, a keyframe at least every ``gop`` frames and each
@@ -19,8 +21,9 @@ svtav1      libsvtav1, preset 8           CRF 20 .. 63
 ==========  ============================  ======================================
 
 BD-rate (Bjøntegaard delta rate) of lfqcodec against x265 uses the maintained ``bjontegaard``
-package (piecewise cubic interpolation) over the overlap of the two curves' quality ranges, and says
-so when they do not overlap.
+package (piecewise cubic interpolation) over the overlap of the two curves' quality ranges (on PSNR,
+PSNR-Y, MS-SSIM-Y and VMAF), and says so when they do not overlap. With ``frames_png``, one frame
+per clip is also shown side by side for the source, lfqcodec and x265 (:mod:`lfqcodec.pictures`).
 """
 
 from __future__ import annotations
@@ -55,6 +58,9 @@ REFERENCE_CODECS: dict[str, dict] = {
 }  # fmt: skip
 
 
+BD_METRICS = ("psnr_rgb", "psnr_y", "ms_ssim_y", "vmaf")
+
+
 @dataclass
 class RdPoint:
     clip: str
@@ -70,6 +76,7 @@ class RdPoint:
     psnr_rgb: float
     psnr_y: float
     ms_ssim_y: float
+    vmaf: float  # mean of the per-frame vmaf_v0.6.1 scores, 0-100
     encode_fps: float
     decode_fps: float
     encode_peak_mib: float | None
@@ -206,30 +213,46 @@ def run_lfq(model: LoadedModel, quality: str, frames: np.ndarray, fps: Fraction,
 
 
 def _point(clip: str, codec: str, setting: str, device: str, frames: np.ndarray, fps: Fraction, size: int,
-           decoded: np.ndarray, timing: dict) -> RdPoint:  # fmt: skip
+           decoded: np.ndarray, timing: dict) -> tuple[RdPoint, list[float]]:  # fmt: skip
+    """The measured point, and the per-frame VMAF (for the pictures)."""
+    from .vmaf import vmaf
+
     n, h, w = frames.shape[:3]
     if decoded.shape != frames.shape:
         raise LfqError(f"{codec} {setting}: decoded {decoded.shape}, expected {frames.shape}")
-    return RdPoint(
+    score = vmaf(frames, decoded)
+    point = RdPoint(
         clip=clip, codec=codec, setting=setting, device=device, frames=n, width=w, height=h, bytes=size,
         bpp=size * 8 / (n * h * w), kbit_s=size * 8 / 1000 / float(n / fps), **quality_metrics(frames, decoded),
-        encode_fps=n / timing["encode_s"], decode_fps=n / timing["decode_s"],
+        vmaf=score.mean, encode_fps=n / timing["encode_s"], decode_fps=n / timing["decode_s"],
         encode_peak_mib=timing["encode_peak_mib"], decode_peak_mib=timing["decode_peak_mib"],
     )  # fmt: skip
+    return point, score.per_frame
 
 
 def bd_rate(anchor: list[RdPoint], test: list[RdPoint], metric: str) -> dict:
     """BD-rate (percent; negative = test needs fewer bits) of ``test`` against ``anchor`` on ``metric``."""
     import bjontegaard
 
+    dropped = 0
+
     def curve(points: list[RdPoint]) -> tuple[np.ndarray, np.ndarray]:
-        pts = sorted((p.bpp, getattr(p, metric)) for p in points if np.isfinite(getattr(p, metric)))
-        return np.array([r for r, _ in pts]), np.array([d for _, d in pts])
+        """Points by rate, keeping only those better than every cheaper one (the interpolation needs
+        quality to rise with rate; e.g. VMAF can fall from medium to high)."""
+        nonlocal dropped
+        kept: list[tuple[float, float]] = []
+        for rate, dist in sorted((p.bpp, getattr(p, metric)) for p in points if np.isfinite(getattr(p, metric))):
+            if kept and (dist <= kept[-1][1] or rate <= kept[-1][0]):
+                dropped += 1
+                continue
+            kept.append((rate, dist))
+        return np.array([r for r, _ in kept]), np.array([d for _, d in kept])
 
     rate_a, dist_a = curve(anchor)
     rate_t, dist_t = curve(test)
+    note = f"{dropped} point(s) left out: no better than a cheaper one" if dropped else ""
     if len(rate_a) < 2 or len(rate_t) < 2:
-        return {"bd_rate_percent": None, "note": "fewer than two points on a curve"}
+        return {"bd_rate_percent": None, "note": "fewer than two points on a curve" + (f" ({note})" if note else "")}
     low, high = max(dist_a.min(), dist_t.min()), min(dist_a.max(), dist_t.max())
     if high <= low:
         return {"bd_rate_percent": None, "overlap": None,
@@ -239,8 +262,11 @@ def bd_rate(anchor: list[RdPoint], test: list[RdPoint], metric: str) -> dict:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        value = bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method="pchip", require_matching_points=False)
-    return {"bd_rate_percent": float(value), "overlap": [float(low), float(high)], "note": ""}
+        try:
+            value = bjontegaard.bd_rate(rate_a, dist_a, rate_t, dist_t, method="pchip", require_matching_points=False)
+        except ValueError as exc:  # a curve the interpolation refuses: no number rather than no bench
+            return {"bd_rate_percent": None, "overlap": [float(low), float(high)], "note": f"not computed: {exc}"}
+    return {"bd_rate_percent": float(value), "overlap": [float(low), float(high)], "note": note}
 
 
 def run_bench(
@@ -253,10 +279,14 @@ def run_bench(
     workdir: Path | None = None,
     progress: Callable[[str], None] | None = None,
     search_steps: int = 0,
+    frames_png: Path | None = None,
 ) -> dict:
     """Run the whole comparison; returns a JSON-serialisable record. ``search_steps``: lfqcodec's
-    encoder-side bit search (``lfqcodec encode --search``), 0 = off."""
+    encoder-side bit search (``lfqcodec encode --search``), 0 = off. ``frames_png``: a folder where
+    one side-by-side picture per clip is written (``CLIP.png``, :mod:`lfqcodec.pictures`)."""
     import tempfile
+
+    from . import pictures, vmaf
 
     unknown = [c for c in codecs if c not in REFERENCE_CODECS]
     if unknown:
@@ -269,28 +299,39 @@ def run_bench(
     av.logging.set_level(av.logging.ERROR)
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     torch.set_num_threads(os.cpu_count() or 1)
+    vmaf_settings = vmaf.settings()  # also fails early, in one line, when the VMAF tool is missing
     points: list[RdPoint] = []
+    shown: list[dict] = []
     say = progress or (lambda message: None)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         for clip_path in clips:
             clip, fps = read_clip(clip_path, frames)
             name = clip_path.name
+            picture = pictures.FramePicture(name, clip, pictures.choose_crop(clip, gop)) if frames_png else None
+
+            def measured(codec: str, setting: str, device: str, size: int, decoded: np.ndarray, timing: dict) -> None:
+                point, vmaf_per_frame = _point(name, codec, setting, device, clip, fps, size, decoded, timing)
+                points.append(point)
+                if picture is not None:
+                    picture.add(point, decoded, clip, vmaf_per_frame)
+
             for device in devices:
                 for quality in sorted(loaded.config.quality_bits, key=loaded.config.quality_bits.get):
                     say(f"{name}: lfqcodec {quality} on {device}")
-                    size, decoded, timing = run_lfq(loaded, quality, clip, fps, gop, device, Path(tmp), search_steps)
-                    points.append(_point(name, "lfqcodec", quality, device, clip, fps, size, decoded, timing))
+                    measured("lfqcodec", quality, device, *run_lfq(loaded, quality, clip, fps, gop, device, Path(tmp),
+                                                                   search_steps))  # fmt: skip
             for codec in codecs:
                 for crf in REFERENCE_CODECS[codec]["crfs"]:
                     say(f"{name}: {codec} crf {crf}")
-                    size, decoded, timing = run_reference(codec, crf, clip, fps, gop)
-                    points.append(_point(name, codec, f"crf{crf}", "cpu", clip, fps, size, decoded, timing))
+                    measured(codec, f"crf{crf}", "cpu", *run_reference(codec, crf, clip, fps, gop))
+            if picture is not None:
+                shown.append(picture.render(frames_png / f"{Path(name).stem}.png"))
     bd = {}
     for clip_name in dict.fromkeys(p.clip for p in points):
         ours = [p for p in points if p.clip == clip_name and p.codec == "lfqcodec" and p.device == "cpu"]
         anchor = [p for p in points if p.clip == clip_name and p.codec == "x265"]
         if anchor:
-            bd[clip_name] = {metric: bd_rate(anchor, ours, metric) for metric in ("psnr_rgb", "psnr_y", "ms_ssim_y")}
+            bd[clip_name] = {metric: bd_rate(anchor, ours, metric) for metric in BD_METRICS}
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": {"platform": platform.platform(), "cpu_cores": os.cpu_count(), "torch": torch.__version__,
@@ -299,21 +340,23 @@ def run_bench(
         "model": {"name": loaded.name, "sha256": loaded.sha256},
         "settings": {"frames": frames, "gop": gop, "lfqcodec_search_steps": search_steps, "codecs": {c: {k: v for k, v in REFERENCE_CODECS[c].items()} for c in codecs},
                      "reference_threads": "FFmpeg default (all cores)", "pix_fmt": "yuv420p"},  # fmt: skip
+        "vmaf": vmaf_settings,
         "points": [asdict(p) for p in points],
         "bd_rate_vs_x265": bd,
+        "pictures": shown,
     }
 
 
 def format_table(record: dict) -> str:
     lines = [f"{'clip':22s} {'codec':9s} {'setting':8s} {'dev':4s} {'bpp':>7s} {'kbit/s':>8s} {'PSNR':>6s} "
-             f"{'PSNR-Y':>6s} {'MS-SSIM':>7s} {'enc fps':>8s} {'dec fps':>8s} {'enc MiB':>7s} {'dec MiB':>7s}"]  # fmt: skip
+             f"{'PSNR-Y':>6s} {'MS-SSIM':>7s} {'VMAF':>5s} {'enc fps':>8s} {'dec fps':>8s} {'enc MiB':>7s} {'dec MiB':>7s}"]  # fmt: skip
     fmt_mem = lambda v: f"{v:7.0f}" if v is not None else "      -"
     if record["settings"].get("lfqcodec_search_steps"):
         lines.insert(0, f"lfqcodec encoded with --search {record['settings']['lfqcodec_search_steps']}")
     for p in record["points"]:
         lines.append(
             f"{p['clip'][:22]:22s} {p['codec']:9s} {p['setting']:8s} {p['device']:4s} {p['bpp']:7.4f} {p['kbit_s']:8.1f} "
-            f"{p['psnr_rgb']:6.2f} {p['psnr_y']:6.2f} {p['ms_ssim_y']:7.4f} {p['encode_fps']:8.2f} {p['decode_fps']:8.2f} "
+            f"{p['psnr_rgb']:6.2f} {p['psnr_y']:6.2f} {p['ms_ssim_y']:7.4f} {p['vmaf']:5.1f} {p['encode_fps']:8.2f} {p['decode_fps']:8.2f} "
             f"{fmt_mem(p['encode_peak_mib'])} {fmt_mem(p['decode_peak_mib'])}"
         )
     for clip, metrics in record["bd_rate_vs_x265"].items():
@@ -330,16 +373,16 @@ def format_table(record: dict) -> str:
 
 
 def plot(record: dict, path: Path) -> None:
-    """Bits per pixel against PSNR (RGB) and against MS-SSIM (luma), one row per clip, one line per codec."""
+    """Bits per pixel against PSNR (RGB), MS-SSIM (luma) and VMAF, one row per clip, one line per codec."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     clips = list(dict.fromkeys(p["clip"] for p in record["points"]))
-    fig, axes = plt.subplots(len(clips), 2, figsize=(11, 4 * len(clips)), squeeze=False)
+    fig, axes = plt.subplots(len(clips), 3, figsize=(15, 4 * len(clips)), squeeze=False)
     for row, clip in enumerate(clips):
-        for col, (metric, label) in enumerate((("psnr_rgb", "PSNR RGB (dB)"), ("ms_ssim_y", "MS-SSIM (luma)"))):
+        for col, (metric, label) in enumerate((("psnr_rgb", "PSNR RGB (dB)"), ("ms_ssim_y", "MS-SSIM (luma)"), ("vmaf", "VMAF (v0.6.1)"))):
             ax = axes[row][col]
             for codec in dict.fromkeys(p["codec"] for p in record["points"]):
                 pts = sorted((p["bpp"], p[metric]) for p in record["points"]

@@ -296,13 +296,17 @@ def tokenize(inputs, out, model, quality, clip_frames, sub_bits, gop, scenecut, 
 @click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write the RD plot (PNG) here.")
 @click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
               help="lfqcodec's encoder-side bit search steps (as in encode --search).")  # fmt: skip
+@click.option("--frames-png", "frames_png", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one picture per clip here (CLIP.png): a crop of one frame with motion, source / lfqcodec / "
+                   "x265 at about the same bits per pixel, side by side.")  # fmt: skip
 @quiet_option
 @handle_errors
-def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps, quiet):
-    """Rate-distortion and speed of lfqcodec against HEVC (x265) and others, on the same frames."""
+def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps, frames_png, quiet):
+    """Rate-distortion (PSNR, MS-SSIM, VMAF) and speed of lfqcodec against HEVC (x265) and others, on the same frames."""
     import importlib.util
 
-    missing = [name for name in ("bjontegaard", "matplotlib") if importlib.util.find_spec(name) is None]
+    needed = ("bjontegaard", "matplotlib", "imageio_ffmpeg")
+    missing = [name.replace("_", "-") for name in needed if importlib.util.find_spec(name) is None]
     if missing:
         raise LfqError(f"lfqcodec bench needs the bench extra ({missing[0]} is missing): pip install 'lfqcodec[bench]'")
     from . import bench as bench_module
@@ -310,6 +314,10 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         if not Path(video).is_file():
             raise LfqError(f"no such file: {video}")
     bench_module.check_outputs(json_path, plot_path)  # before minutes of encoding, not after
+    if frames_png is not None:
+        if not frames_png.parent.is_dir():
+            raise LfqError(f"output folder {frames_png.parent} does not exist")
+        frames_png.mkdir(exist_ok=True)
     codec_list = [c.strip() for c in codecs.split(",") if c.strip()]
     if not quiet:
         from tqdm import tqdm
@@ -318,15 +326,19 @@ def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps
         say = lambda message: (bar.set_postfix_str(message), bar.update(1))
     else:
         bar, say = None, None
-    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say, search_steps=search_steps)
+    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say, search_steps=search_steps,
+                                     frames_png=frames_png)  # fmt: skip
     record["command"] = "lfqcodec " + " ".join(sys.argv[1:])
     if bar is not None:
         bar.close()
     click.echo(bench_module.format_table(record))
+    from .atomic import atomic_output
+
     if json_path:
         atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
     if plot_path:
-        bench_module.plot(record, plot_path)
+        with atomic_output(plot_path) as tmp:
+            bench_module.plot(record, tmp)
 
 
 def _warn_above_bar(message: str) -> None:

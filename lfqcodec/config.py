@@ -21,7 +21,7 @@ class TokenizerConfig:
     patch_size: int = 4  # space-to-depth factor of the stem (full-resolution work is one reshape)
     channels: tuple[int, ...] = (64, 192)  # width per level; each level after the first halves H, W
     encoder_blocks: tuple[int, ...] = (2, 6)  # residual blocks per level in the encoder (the shipped
-    # model's since session 4; it was trained with (1, 2) before and grown with `train --encoder-blocks`)
+    # model's since v3 (commit b33d3d8); it was trained with (1, 2) before and grown with `train --encoder-blocks`)
     decoder_blocks: tuple[int, ...] = (2, 4)  # residual blocks per level in the decoder
     temporal_kernel: int = 3  # causal kernel length (in latent frames) of the 3D convolutions
     refine_channels: tuple[int, ...] = (32, 16)  # per-frame decoder refinement: width per stage, the

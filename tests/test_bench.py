@@ -32,7 +32,7 @@ def test_quality_metrics_on_uint8_frames():
 
 
 def _curve(codec, rates, dists):
-    return [RdPoint("c", codec, str(i), "cpu", 1, 1, 1, 1, r, 0, d, d, d, 1, 1, None, None)
+    return [RdPoint("c", codec, str(i), "cpu", 1, 1, 1, 1, r, 0, d, d, d, d, 1, 1, None, None)
             for i, (r, d) in enumerate(zip(rates, dists))]  # fmt: skip
 
 
@@ -55,7 +55,7 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 64, 64))  # x265 crashes on some tiny sizes
     result = CliRunner().invoke(main, ["bench", str(clip), "--frames", "5", "--gop", "5", "--model", str(tiny_model),
                                        "--json", str(tmp_path / "r.json"), "--plot", str(tmp_path / "rd.png"), "--search", "2",
-                                       "-q"])  # fmt: skip
+                                       "--frames-png", str(tmp_path / "frames"), "-q"])  # fmt: skip
     assert result.exit_code == 0, result.output
     record = json.loads((tmp_path / "r.json").read_text())
     codecs = {p["codec"] for p in record["points"]}
@@ -66,3 +66,19 @@ def test_bench_end_to_end(tmp_path, tiny_model):
     assert (tmp_path / "rd.png").stat().st_size > 1000
     assert "BD-rate of lfqcodec vs x265" in result.output
     assert record["settings"]["lfqcodec_search_steps"] == 2 and "with --search 2" in result.output
+    assert all(0 <= p["vmaf"] <= 100 for p in record["points"]) and "VMAF" in result.output.splitlines()[1]
+    assert record["vmaf"]["model"] == "vmaf_v0.6.1" and record["vmaf"]["rgb_to_yuv"]["matrix"] == "bt601"
+    assert set(record["bd_rate_vs_x265"]["clip.mkv"]) == {"psnr_rgb", "psnr_y", "ms_ssim_y", "vmaf"}
+    [shown] = record["pictures"]
+    assert shown["png"] == "clip.png" and shown["crop"]["frame"] not in shown["crop"]["chunk_starts"]
+    assert [row["lfqcodec"] for row in shown["rows"]] == ["low", "medium", "high"] and all(row["x265"] for row in shown["rows"])
+    assert (tmp_path / "frames" / "clip.png").stat().st_size > 1000
+
+
+def test_bd_rate_leaves_out_points_no_better_than_cheaper_ones():
+    """VMAF can fall from medium to high: such a point is left out, not an error."""
+    anchor = _curve("x265", [0.05, 0.1, 0.2, 0.4], [20.0, 40.0, 60.0, 80.0])
+    test = _curve("lfqcodec", [0.06, 0.12, 0.2], [25.0, 45.0, 44.0])
+    result = bd_rate(anchor, test, "vmaf")
+    assert result["bd_rate_percent"] is not None and "1 point(s) left out" in result["note"]
+    assert bd_rate(anchor, _curve("lfqcodec", [0.06, 0.12], [25.0, 25.0]), "vmaf")["bd_rate_percent"] is None

@@ -34,6 +34,7 @@ from .device import select_device
 from .entropy_store import find_for_tokenizer
 from .errors import LfqError
 from .fileinfo import Tokens, export_tokens, read_info, read_tokens
+from .inference import choose_mode, decode_bits, encode_latents, prepare_tokenizer
 from .layers import streaming
 from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
 from .scenecut import ChunkSplitter
@@ -75,13 +76,14 @@ class EncodedChunk(NamedTuple):
 class Codec:
     """A loaded model on a device, with the chunk-level encode and decode steps."""
 
-    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW):
+    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW, precision: str = "auto"):
         self.model = model
         self.device = device
         self.window = max(1, window)
-        self.tokenizer = model.tokenizer.to(device)
+        self.mode = choose_mode(precision, device)  # precision and layout (lfqcodec.inference)
+        self.tokenizer = prepare_tokenizer(model.tokenizer.to(device), self.mode)
         self.cfg = model.config
-        self.dtype = next(self.tokenizer.parameters()).dtype
+        self.dtype = self.mode.dtype
 
     def encode_chunk(
         self,
@@ -107,7 +109,7 @@ class Codec:
         inputs, latents, count = [], [], 1
         with streaming(self.tokenizer), torch.no_grad():
             inputs.append(_to_model([first], grid, s, self.device))
-            latents.append(self.tokenizer.encoder(inputs[-1].to(self.dtype), first=True))
+            latents.append(encode_latents(self.tokenizer, inputs[-1], True, self.mode))
             while count < gop:
                 group = []
                 for frame in frames:
@@ -119,7 +121,7 @@ class Codec:
                 count += len(group)
                 group += [group[-1]] * (-len(group) % f)
                 inputs.append(_to_model(group, grid, s, self.device))
-                latents.append(self.tokenizer.encoder(inputs[-1].to(self.dtype), first=False))
+                latents.append(encode_latents(self.tokenizer, inputs[-1], False, self.mode))
                 if not searching:
                     inputs.clear()
         chunk_latents = torch.cat(latents, dim=2)
@@ -148,7 +150,7 @@ class Codec:
                 if not group:
                     break
                 codes = torch.from_numpy(np.stack(group, axis=1)).to(self.device)[None]
-                video = self.tokenizer.decode(codes, first=first)
+                video = decode_bits(self.tokenizer, codes, first, self.mode)
                 frames = _to_frames(video, height, width)[:left]
                 left -= len(frames)
                 first = False

@@ -13,7 +13,9 @@ Precision (``--precision``):
 The layout: on the CPU, activations are kept channels-last (``torch.channels_last_3d``, N, T, H, W, C
 in memory; every layer of :mod:`lfqcodec.layers` keeps its input's layout), which runs oneDNN's
 channels-last convolutions with no reorders, each normalisation as one fused ``layer_norm`` and the
-1x1 convolutions as matrix products.
+1x1 convolutions as matrix products (:func:`prepare_tokenizer` turns the network's plain ``1 x 1 x 1``
+``nn.Conv3d`` layers into :class:`~lfqcodec.layers.PointwiseConv3d`, same weights, so that the
+network's definition needs nothing for it).
 
 Neither choice changes the file format. Signs of latents within rounding of zero may differ between
 them (measured in ``benchmarks/results/speed_720p.json``); the decoder's output differs by rounding.
@@ -29,7 +31,10 @@ from pathlib import Path
 
 import torch
 
+from torch import nn
+
 from .errors import LfqError
+from .layers import PointwiseConv3d, cat
 from .quantizer import bits_to_codes
 from .tokenizer import Tokenizer
 
@@ -102,16 +107,37 @@ def choose_mode(precision: str, device: torch.device) -> InferenceMode:
 
 def prepare_tokenizer(tokenizer: Tokenizer, mode: InferenceMode) -> Tokenizer:
     """``tokenizer`` ready to run in ``mode``: itself in fp32, a converted copy otherwise (the
-    loaded model stays fp32 for other users)."""
+    loaded model stays fp32 for other users). Its ``1 x 1 x 1`` convolutions become
+    :class:`~lfqcodec.layers.PointwiseConv3d` in place: same parameters and, on channels-first
+    inputs, the same computation."""
+    for module in tokenizer.modules():
+        if type(module) is nn.Conv3d and _is_pointwise(module):
+            module.__class__ = PointwiseConv3d
     if mode.dtype == next(tokenizer.parameters()).dtype:
         return tokenizer.eval()
     return copy.deepcopy(tokenizer).to(mode.dtype).eval()
 
 
+def _is_pointwise(conv: nn.Conv3d) -> bool:
+    return (
+        conv.kernel_size == (1, 1, 1)
+        and conv.stride == (1, 1, 1)
+        and conv.padding == (0, 0, 0)
+        and conv.dilation == (1, 1, 1)
+        and conv.groups == 1
+    )
+
+
 def encode_latents(tokenizer: Tokenizer, video: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
-    """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``)."""
+    """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``).
+
+    The first frame's repetition into the past (``first``, see :class:`~lfqcodec.tokenizer.Encoder`)
+    is done here, keeping the layout, and the encoder continues from it."""
+    video = mode.layout(video)
+    if first and tokenizer.cfg.temporal_factor > 1:
+        video = cat([video[:, :, :1]] * (tokenizer.cfg.temporal_factor - 1) + [video], dim=2)
     with torch.no_grad():
-        return tokenizer.encoder(mode.layout(video), first).float()
+        return tokenizer.encoder(video, first=False).float()
 
 
 def decode_bits(tokenizer: Tokenizer, bits: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:

@@ -171,6 +171,8 @@ def main() -> None:
     parser.add_argument("--memory-frames", type=int, default=9, help="frames of the 1080p memory check")
     parser.add_argument("--precision-clips", nargs="*", default=[f"{DATA / 'cockatoo.mp4'}:17", f"{DATA / 'bikes.mp4'}:33"],
                         help="PATH:FRAMES clips for the bf16-vs-fp32 comparison")  # fmt: skip
+    parser.add_argument("--extras", choices=["all", "pipeline", "none"], default="all",
+                        help="also time the branch without the pipeline, and with --precision bf16 (all)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed_720p.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -202,7 +204,7 @@ def main() -> None:
                   f"{len(source) / timing['decode_s']:.1f} fps", file=sys.stderr, flush=True)  # fmt: skip
         extras = {"branch fp32, no pipeline": {"precision": "fp32", "pipeline": False},
                   "branch bf16 (asked for)": {"precision": "bf16"}}  # fmt: skip
-        for name, options in extras.items():
+        for name, options in list(extras.items())[: {"all": 2, "pipeline": 1, "none": 0}[args.extras]]:
             runs[name] = [lfq_round(ROOT, args.clip, args.frames, work, name.split()[1].rstrip(","), options)]
         quality = {name: quality_metrics(source, read_clip(Path(rs[-1]["output"]), args.frames)[0])["psnr_rgb"]
                    for name, rs in runs.items()}  # fmt: skip

@@ -66,7 +66,16 @@ def child(task: dict) -> dict:
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"frames": frames, "seconds": seconds, "fps": frames / seconds, "cpu_seconds": cpu,
-            "peak_rss_mib": after.ru_maxrss / 1024, "mode": getattr(report, "mode", "fp32 (release)")}  # fmt: skip
+            "peak_rss_mib": _peak_rss_mib(), "mode": getattr(report, "mode", "fp32 (release)")}  # fmt: skip
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak resident memory (``VmHWM``; ``ru_maxrss`` would include the parent's
+    peak, which survives fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def precision_report(clips: list[list]) -> list[dict]:
@@ -156,6 +165,17 @@ def make_1080p(clip: Path, frames: int, dst: Path) -> None:
     writer.close()
 
 
+def peak_memory(variants: dict, clip: Path, frames: int, work: Path) -> dict:
+    """Peak resident memory of each variant's encode and decode of ``frames`` 1080p frames."""
+    big = work / "1080p.mkv"
+    make_1080p(clip, frames, big)
+    memory = {}
+    for name, (root, options) in variants.items():
+        m = lfq_round(root, big, frames, work, f"{name.split()[0]}-1080p", options)
+        memory[name] = {"encode_peak_rss_mib": m["encode"]["peak_rss_mib"], "decode_peak_rss_mib": m["decode"]["peak_rss_mib"]}
+    return memory
+
+
 def summarise(runs: list[dict], key: str) -> dict:
     fps = [r[key]["fps"] for r in runs]
     return {"fps_median": statistics.median(fps), "fps_all": fps,
@@ -173,6 +193,7 @@ def main() -> None:
                         help="PATH:FRAMES clips for the bf16-vs-fp32 comparison")  # fmt: skip
     parser.add_argument("--extras", choices=["all", "pipeline", "none"], default="all",
                         help="also time the branch without the pipeline, and with --precision bf16 (all)")
+    parser.add_argument("--memory-only", action="store_true", help="only the 1080p peak-memory check")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed_720p.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -187,8 +208,19 @@ def main() -> None:
 
     if not (args.release / "lfqcodec").is_dir():
         sys.exit(f"no release checkout at {args.release}: git worktree add --detach {args.release} 1873cc4")
-    source, fps = read_clip(args.clip, args.frames)
     variants = {"release 1873cc4": (args.release, {}), "branch (defaults)": (ROOT, {})}
+    if args.memory_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            memory = peak_memory(variants, args.clip, args.memory_frames, Path(tmp))
+        record = {"command": "python " + " ".join([os.path.relpath(sys.argv[0], ROOT), *sys.argv[1:]]),
+                  "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                  "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}, torch {torch.__version__}",
+                  "peak_memory_1080p": memory}  # fmt: skip
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(record, indent=2) + "\n")
+        print(json.dumps(memory, indent=2))
+        return
+    source, fps = read_clip(args.clip, args.frames)
     runs: dict[str, list[dict]] = {name: [] for name in variants}
     x265_runs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -208,12 +240,7 @@ def main() -> None:
             runs[name] = [lfq_round(ROOT, args.clip, args.frames, work, name.split()[1].rstrip(","), options)]
         quality = {name: quality_metrics(source, read_clip(Path(rs[-1]["output"]), args.frames)[0])["psnr_rgb"]
                    for name, rs in runs.items()}  # fmt: skip
-        big = work / "1080p.mkv"
-        make_1080p(args.clip, args.memory_frames, big)
-        memory = {}
-        for name, (root, options) in variants.items():
-            m = lfq_round(root, big, args.memory_frames, work, f"{name.split()[0]}-1080p", options)
-            memory[name] = {"encode_peak_rss_mib": m["encode"]["peak_rss_mib"], "decode_peak_rss_mib": m["decode"]["peak_rss_mib"]}
+        memory = peak_memory(variants, args.clip, args.memory_frames, work)
         clips = [[c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])] for c in args.precision_clips]
         precision = run_child(ROOT, {"task": "precision", "clips": clips}) if clips else []
     stats = model_stats(None, 17, 256)

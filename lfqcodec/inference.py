@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .errors import LfqError
-from .layers import PointwiseConv3d, cat
+from .layers import PointwiseConv3d
 from .quantizer import bits_to_codes
 from .tokenizer import Tokenizer
 
@@ -129,15 +129,9 @@ def _is_pointwise(conv: nn.Conv3d) -> bool:
 
 
 def encode_latents(tokenizer: Tokenizer, video: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
-    """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``).
-
-    The first frame's repetition into the past (``first``, see :class:`~lfqcodec.tokenizer.Encoder`)
-    is done here, keeping the layout, and the encoder continues from it."""
-    video = mode.layout(video)
-    if first and tokenizer.cfg.temporal_factor > 1:
-        video = cat([video[:, :, :1]] * (tokenizer.cfg.temporal_factor - 1) + [video], dim=2)
+    """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``)."""
     with torch.no_grad():
-        return tokenizer.encoder(video, first=False).float()
+        return tokenizer.encoder(mode.layout(video), first).float()
 
 
 def decode_bits(tokenizer: Tokenizer, bits: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:

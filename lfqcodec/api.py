@@ -36,7 +36,9 @@ from .device import select_device
 from .entropy_store import find_for_tokenizer
 from .errors import LfqError
 from .fileinfo import Tokens, export_tokens, read_info, read_tokens
+from .inference import choose_mode, decode_bits, encode_latents, prepare_tokenizer
 from .layers import streaming
+from .pipeline import prefetched
 from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
 from .scenecut import ChunkSplitter
 from .search import SearchConfig, search_bits
@@ -77,13 +79,14 @@ class EncodedChunk(NamedTuple):
 class Codec:
     """A loaded model on a device, with the chunk-level encode and decode steps."""
 
-    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW):
+    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW, precision: str = "auto"):
         self.model = model
         self.device = device
         self.window = max(1, window)
-        self.tokenizer = model.tokenizer.to(device)
+        self.mode = choose_mode(precision, device)  # precision and layout (lfqcodec.inference)
+        self.tokenizer = prepare_tokenizer(model.tokenizer.to(device), self.mode)
         self.cfg = model.config
-        self.dtype = next(self.tokenizer.parameters()).dtype
+        self.dtype = self.mode.dtype
         self._updates: UpdateState | None = None  # the decoder update in use (decoding)
 
     def encode_chunk(
@@ -110,7 +113,7 @@ class Codec:
         inputs, latents, count = [], [], 1
         with streaming(self.tokenizer), torch.no_grad():
             inputs.append(_to_model([first], grid, s, self.device))
-            latents.append(self.tokenizer.encoder(inputs[-1].to(self.dtype), first=True))
+            latents.append(encode_latents(self.tokenizer, inputs[-1], True, self.mode))
             while count < gop:
                 group = []
                 for frame in frames:
@@ -122,7 +125,7 @@ class Codec:
                 count += len(group)
                 group += [group[-1]] * (-len(group) % f)
                 inputs.append(_to_model(group, grid, s, self.device))
-                latents.append(self.tokenizer.encoder(inputs[-1].to(self.dtype), first=False))
+                latents.append(encode_latents(self.tokenizer, inputs[-1], False, self.mode))
                 if not searching:
                     inputs.clear()
         chunk_latents = torch.cat(latents, dim=2)
@@ -151,7 +154,7 @@ class Codec:
                 if not group:
                     break
                 codes = torch.from_numpy(np.stack(group, axis=1)).to(self.device)[None]
-                video = self.tokenizer.decode(codes, first=first)
+                video = decode_bits(self.tokenizer, codes, first, self.mode)
                 frames = _to_frames(video, height, width)[:left]
                 left -= len(frames)
                 first = False
@@ -172,6 +175,7 @@ class EncodeReport:
     file_bytes: int
     seconds: float
     warnings: list[str] = field(default_factory=list)  # e.g. no entropy model for this tokenizer
+    mode: str = ""  # how the network ran (lfqcodec.inference.InferenceMode.describe)
 
     @property
     def bits_per_pixel(self) -> float:
@@ -208,12 +212,16 @@ def encode_file(
     max_frames: int | None = None,
     version: tuple[int, int] = (2, 0),
     preset: str = DEFAULT_PRESET,
+    precision: str = "auto",
+    pipeline: bool = True,
 ) -> EncodeReport:
-    """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``."""
+    """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``. ``precision``:
+    see :mod:`lfqcodec.inference`; ``pipeline`` reads frames in a background thread
+    (:mod:`lfqcodec.pipeline`; same output)."""
     started = time.time()
     dst = check_destination(dst, overwrite, (src,))
-    with VideoSource(src) as source:
-        frames = source.frames()
+    with VideoSource(src) as source, contextlib.closing(_read(source, pipeline)) as read:
+        frames: Iterator[np.ndarray] = read
         if max_frames is not None:
             frames = (frame for _, frame in zip(range(max_frames), frames))
         report = encode_frames(
@@ -221,9 +229,15 @@ def encode_file(
             time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
             device=device, gop=gop, zstd_level=zstd_level, window=window, scenecut=scenecut, search_steps=search_steps,
             overwrite=True, progress_total=source.info.frame_count_hint if progress else None, version=version,
-            preset=preset,
+            preset=preset, precision=precision,
         )  # fmt: skip
-    return EncodeReport(report.path, report.header, report.file_bytes, time.time() - started, report.warnings)
+    seconds = time.time() - started
+    return EncodeReport(report.path, report.header, report.file_bytes, seconds, report.warnings, report.mode)
+
+
+def _read(source: VideoSource, pipeline: bool) -> Iterator[np.ndarray]:
+    """``source``'s frames, read ahead in a background thread with ``pipeline``."""
+    return prefetched(source.frames()) if pipeline else source.frames()
 
 
 def encode_frames(
@@ -247,6 +261,7 @@ def encode_frames(
     progress_total: int | None = None,
     version: tuple[int, int] = (2, 0),
     preset: str = DEFAULT_PRESET,
+    precision: str = "auto",
 ) -> EncodeReport:
     """Compress RGB frames (``height x width x 3`` uint8 each) into the ``.lfq`` file ``dst``.
 
@@ -276,7 +291,7 @@ def encode_frames(
         raise LfqError(f"unknown quality {quality!r} (this model has {', '.join(cfg.quality_bits)})")
     if gop < 1 or (gop - 1) % cfg.temporal_factor:
         raise LfqError(f"--gop must be 1 + {cfg.temporal_factor}k frames (e.g. 17, 33, 65), got {gop}")
-    codec = Codec(loaded, select_device(device), window)
+    codec = Codec(loaded, select_device(device), window, precision)
     keep = cfg.quality_bits[quality]
     s = cfg.spatial_factor
     grid = (-(-height // s), -(-width // s))
@@ -302,6 +317,7 @@ def encode_frames(
         chosen = replace(chosen, search_steps=search_steps)
     if search_steps or chosen.search_steps:
         header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
+    header.metadata["precision"] = codec.mode.precision  # bits may differ by it near zero (lfqcodec.inference)
     search = SearchConfig(steps=search_steps)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
@@ -317,7 +333,7 @@ def encode_frames(
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()
-    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started, warnings)
+    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started, warnings, codec.mode.describe())
 
 
 def encode_chunks(

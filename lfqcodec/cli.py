@@ -89,6 +89,12 @@ device_option = click.option(
 )  # fmt: skip
 overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
+precision_option = click.option(
+    "--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+    help="Number format of the network; auto = bf16 where the CPU/GPU has it natively, else fp32. "
+         "Output may differ by rounding (bits of latents near zero); files stay valid.",
+)  # fmt: skip
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Also say how the network ran (precision, layout).")
 window_option = click.option(
     "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
     help="Latent frames coded per step (memory vs. speed; the same bits, decoded pixels within 1).",
@@ -115,20 +121,25 @@ window_option = click.option(
 @click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
 @click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
 @device_option
+@precision_option
 @window_option
 @overwrite_option
 @quiet_option
+@verbose_option
 @handle_errors
-def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_level, max_frames, device, window,
-           overwrite, quiet):  # fmt: skip
+def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_level, max_frames, device, precision,
+           window, overwrite, quiet, verbose):  # fmt: skip
     """Compress the video SRC (anything FFmpeg reads) into DST (.lfq)."""
     report = api.encode_file(
         src, dst, model=model, quality=quality, device=device, gop=gop, scenecut=scenecut, zstd_level=zstd_level,
         search_steps=search_steps, window=window, overwrite=overwrite, progress=not quiet, max_frames=max_frames,
         preset=preset,
+        precision=precision,
     )  # fmt: skip
     for warning in report.warnings:
         click.echo(f"lfqcodec: warning: {warning}", err=True)
+    if verbose:
+        click.echo(f"network: {report.mode}", err=True)
     if not quiet:
         h = report.header
         click.echo(
@@ -151,17 +162,22 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
                    "limit [default: 3840x2160 = 8294400; decoding takes ~1.5 KB of memory per pixel of frame size: "
                    "1080p ~3 GB, 4K ~12 GB].")  # fmt: skip
 @device_option
+@precision_option
 @window_option
 @overwrite_option
 @quiet_option
+@verbose_option
 @handle_errors
-def decode(src, dst, start, frames, model, salvage, max_pixels, device, window, overwrite, quiet):
+def decode(src, dst, start, frames, model, salvage, max_pixels, device, precision, window, overwrite, quiet,
+           verbose):  # fmt: skip
     """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
-        overwrite=overwrite, progress=not quiet, salvage=salvage,
+        overwrite=overwrite, progress=not quiet, salvage=salvage, precision=precision,
         **({} if max_pixels is None else {"max_pixels": max_pixels}),
     )  # fmt: skip
+    if verbose:
+        click.echo(f"network: {report.mode}", err=True)
     if report.lost:
         ranges = ", ".join(f"{a}-{b}" for a, b in report.lost)
         click.echo(f"lfqcodec: warning: could not recover frames {ranges} (damaged chunks: repeated, or left out "
@@ -195,6 +211,7 @@ def info(src, as_json, max_pixels):
         f"({data['duration_s']:.3f} s), time base {data['time_base']}",
         f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
         f"encoder:     {meta.get('encoder', '?')}" + (f", preset {meta['preset']}" if meta.get("preset") else "")
+        + (f", {meta['precision']}" if meta.get("precision") else "")
         + (f", bit search {meta['search_steps']} steps" if meta.get("search_steps") else ""),
         f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
         f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"

@@ -102,6 +102,7 @@ class DecodeReport:
     seconds: float
     lost: list[tuple[int, int]] = field(default_factory=list)  # (first, last) frame ranges replaced or missing (salvage)
     lost_updates: list[tuple[int, int, int]] = field(default_factory=list)  # (record, first chunk, last chunk)
+    mode: str = ""  # how the network ran (lfqcodec.inference.InferenceMode.describe)
 
 
 def chunk_spans(reader: LfqReader) -> Iterator[tuple[int | None, int, int]]:
@@ -156,6 +157,7 @@ def decode_frames(
     lost: list[tuple[int, int]] | None = None,
     lost_updates: list[tuple[int, int, int]] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
 ) -> Iterator[np.ndarray]:
     """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
 
@@ -180,7 +182,7 @@ def decode_frames(
             end, tail = salvage_plan(reader, start, end)
             if lost is not None:
                 lost.extend(tail)
-        codec = Codec(loaded, select_device(device), window)
+        codec = Codec(loaded, select_device(device), window, precision)
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
         try:
             for position, first, count in chunk_spans(reader):
@@ -238,14 +240,20 @@ def decode_file(
     progress: bool = False,
     salvage: bool = False,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
+    precision: str = "auto",
+    pipeline: bool = True,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
-    ``frames`` select a frame range (only the chunks holding it are decoded)."""
+    ``frames`` select a frame range (only the chunks holding it are decoded). ``precision``: see
+    :mod:`lfqcodec.inference`; ``pipeline`` writes frames in a background thread
+    (:mod:`lfqcodec.pipeline`; same output)."""
     import itertools
     import time
 
-    from .api import _progress
+    from .api import _progress, select_device
     from .atomic import atomic_output, check_destination
+    from .inference import choose_mode
+    from .pipeline import BackgroundWriter
     from .videoio import VideoWriter, check_output_format
 
     started = time.time()
@@ -263,11 +271,14 @@ def decode_file(
     lost: list[tuple[int, int]] = []
     lost_updates: list[tuple[int, int, int]] = []
     decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
-                            salvage=salvage, lost=lost, lost_updates=lost_updates, max_pixels=max_pixels)  # fmt: skip
+                            salvage=salvage, lost=lost, lost_updates=lost_updates, max_pixels=max_pixels,
+                            precision=precision)  # fmt: skip
     first = next(decoded)  # runs the checks before an output file is created
     written = 0
     with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
-        writer = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
+        writer: VideoWriter | BackgroundWriter = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
+        if pipeline:
+            writer = BackgroundWriter(writer)
         try:
             for frame in itertools.chain([first], decoded):
                 writer.write(frame)
@@ -278,4 +289,5 @@ def decode_file(
         except BaseException:
             writer.abort()
             raise
-    return DecodeReport(dst, written, time.time() - started, lost, lost_updates)
+    mode = choose_mode(precision, select_device(device)).describe()
+    return DecodeReport(dst, written, time.time() - started, lost, lost_updates, mode)

@@ -21,6 +21,7 @@ from .layers import (
     CausalConv3d,
     ChannelNorm,
     ResBlock,
+    cat,
     depth_to_space,
     depth_to_time,
     space_to_depth,
@@ -54,7 +55,7 @@ class Encoder(nn.Module):
         otherwise it continues a streamed clip with ``f*k`` frames."""
         f = self.cfg.temporal_factor
         if first:
-            video = torch.cat([video[:, :, :1].expand(-1, -1, f - 1, -1, -1), video], dim=2)
+            video = cat([video[:, :, :1]] * (f - 1) + [video], dim=2)  # layers.cat: keeps the layout
         x = space_to_depth(time_to_depth(video, f), self.cfg.patch_size)
         x = self.stem(x)
         for level, blocks in enumerate(self.levels):

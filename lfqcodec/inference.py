@@ -1,0 +1,142 @@
+"""How the network runs when coding: number precision and memory layout.
+
+Precision (``--precision``):
+
+=========  ===========================================================================================
+``fp32``   float32 everywhere: the reference (the bitstream of docs/FORMAT.md is defined in fp32).
+``bf16``   bfloat16 weights and activations (oneDNN accumulates in fp32). Fast where the CPU has
+           native bf16 (AMX, AVX512-BF16) or on CUDA; elsewhere oneDNN emulates it, about 2.5x slower
+           than fp32 on an AVX512 Xeon without it (``benchmarks/results/speed_720p.json``).
+``auto``   bf16 where the hardware computes it natively (:func:`native_bf16`), else fp32.
+=========  ===========================================================================================
+
+The layout: on the CPU, activations are kept channels-last (``torch.channels_last_3d``, N, T, H, W, C
+in memory; every layer of :mod:`lfqcodec.layers` keeps its input's layout), which runs oneDNN's
+channels-last convolutions with no reorders, each normalisation as one fused ``layer_norm`` and the
+1x1 convolutions as matrix products (:func:`prepare_tokenizer` turns the network's plain ``1 x 1 x 1``
+``nn.Conv3d`` layers into :class:`~lfqcodec.layers.PointwiseConv3d`, same weights, so that the
+network's definition needs nothing for it).
+
+Neither choice changes the file format. Signs of latents within rounding of zero may differ between
+them (measured in ``benchmarks/results/speed_720p.json``); the decoder's output differs by rounding.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from torch import nn
+
+from .errors import LfqError
+from .layers import PointwiseConv3d
+from .quantizer import bits_to_codes
+from .tokenizer import Tokenizer
+
+PRECISIONS = ("auto", "bf16", "fp32")
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from ``/proc/cpuinfo`` (Linux); empty where there is none."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return frozenset(line.split(":", 1)[1].split())
+    return frozenset()
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether ``device`` computes bf16 natively, and the evidence. On the CPU this reads the CPU's
+    flags: ``torch.ops.mkldnn._is_mkldnn_bf16_supported()`` also says yes on plain AVX512 (oneDNN
+    emulates bf16 there, slower than fp32), so it cannot decide."""
+    if device.type == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+        return ok, f"CUDA device {'with' if ok else 'without'} bf16"
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        flags = cpu_flags()
+        ok = "bf16" in flags
+        return ok, f"CPU {'with' if ok else 'without'} the bf16 flag"
+    found = [flag for flag in NATIVE_BF16_FLAGS if flag in cpu_flags()]
+    if found:
+        return True, f"CPU has {', '.join(found)}"
+    return False, f"CPU has none of {', '.join(NATIVE_BF16_FLAGS)} (capability {torch.backends.cpu.get_cpu_capability()})"
+
+
+@dataclass(frozen=True)
+class InferenceMode:
+    """What runs: ``precision`` is ``fp32`` or ``bf16`` (never ``auto``)."""
+
+    precision: str
+    channels_last: bool
+    reason: str  # why this precision (for --verbose output and the benchmark)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return _DTYPES[self.precision]
+
+    def describe(self) -> str:
+        return f"{self.precision}{', channels-last' if self.channels_last else ''} ({self.reason})"
+
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (``N x C x T x H x W``) in this mode's dtype and memory layout."""
+        x = x.to(self.dtype)
+        return x.contiguous(memory_format=torch.channels_last_3d if self.channels_last else torch.contiguous_format)
+
+
+def choose_mode(precision: str, device: torch.device) -> InferenceMode:
+    """Resolve ``precision`` (``auto``, ``bf16`` or ``fp32``) for ``device``."""
+    if precision not in PRECISIONS:
+        raise LfqError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    channels_last = device.type == "cpu"
+    if precision == "auto":
+        native, why = native_bf16(device)
+        return InferenceMode("bf16" if native else "fp32", channels_last, f"auto: {why}")
+    return InferenceMode(precision, channels_last, "asked for")
+
+
+def prepare_tokenizer(tokenizer: Tokenizer, mode: InferenceMode) -> Tokenizer:
+    """``tokenizer`` ready to run in ``mode``: itself in fp32, a converted copy otherwise (the
+    loaded model stays fp32 for other users). Its ``1 x 1 x 1`` convolutions become
+    :class:`~lfqcodec.layers.PointwiseConv3d` in place: same parameters and, on channels-first
+    inputs, the same computation."""
+    for module in tokenizer.modules():
+        if type(module) is nn.Conv3d and _is_pointwise(module):
+            module.__class__ = PointwiseConv3d
+    if mode.dtype == next(tokenizer.parameters()).dtype:
+        return tokenizer.eval()
+    return copy.deepcopy(tokenizer).to(mode.dtype).eval()
+
+
+def _is_pointwise(conv: nn.Conv3d) -> bool:
+    return (
+        conv.kernel_size == (1, 1, 1)
+        and conv.stride == (1, 1, 1)
+        and conv.padding == (0, 0, 0)
+        and conv.dilation == (1, 1, 1)
+        and conv.groups == 1
+    )
+
+
+def encode_latents(tokenizer: Tokenizer, video: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
+    """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``)."""
+    with torch.no_grad():
+        return tokenizer.encoder(mode.layout(video), first).float()
+
+
+def decode_bits(tokenizer: Tokenizer, bits: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
+    """Bool bits ``N x b x T' x h x w`` -> video ``N x 3 x T x H x W`` in [-1, 1] (not clamped,
+    in ``mode``'s dtype and layout); see :meth:`lfqcodec.tokenizer.Tokenizer.decode`."""
+    with torch.no_grad():
+        codes = bits_to_codes(bits, tokenizer.cfg.num_bits, dim=1)
+        return tokenizer.decoder(mode.layout(codes), first)

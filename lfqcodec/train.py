@@ -41,6 +41,7 @@ from .config import TokenizerConfig
 from .data import BatchStream, SamplerConfig, prepare_cache, to_model_range
 from .device import deterministic
 from .errors import LfqError
+from .inference import native_bf16
 from .metrics import ms_ssim, psnr, ssim
 from .quantizer import bit_correlation, keep_mask, straight_through_sign
 from .surgery import drop_decoder_block
@@ -110,23 +111,7 @@ def bf16_autocast_default(dev: torch.device) -> bool:
     """bf16 autocast pays on CUDA and on CPUs with native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere
     oneDNN emulates it: a training step of 3 x 33 x 96x96 took 125-140 s on a busy 2-core AVX512 Xeon without
     AVX512-BF16 (whose oneDNN still reports bf16 as supported), where fp32 steps take seconds."""
-    if dev.type == "cuda":
-        return True
-    return dev.type == "cpu" and native_cpu_bf16()
-
-
-def native_cpu_bf16() -> bool:
-    """True where the CPU itself has bf16 instructions: x86 ``avx512_bf16`` / ``amx_bf16`` flags, ARM ``bf16``
-    (read from ``/proc/cpuinfo``); False where that cannot be read."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith(("flags", "Features")):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-    except OSError:
-        pass
-    return False
+    return dev.type == "cuda" or (dev.type == "cpu" and native_bf16(dev)[0])
 
 
 PIXEL_LOSSES = ("l1", "rmse")

@@ -10,11 +10,11 @@ from lfqcodec.checkpoint import load_model
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.data import ClipSampler, SamplerConfig
 from lfqcodec.errors import LfqError
+from lfqcodec.inference import native_bf16
 from lfqcodec.tokenizer import Tokenizer
 from lfqcodec.train import (
     TrainConfig,
     bf16_autocast_default,
-    native_cpu_bf16,
     compute_losses,
     distillation_loss,
     learning_rate,
@@ -284,23 +284,7 @@ def test_losses_are_fp32_under_bf16_autocast():
 
 def test_bf16_default_follows_the_device():
     assert bf16_autocast_default(torch.device("cuda"))
-    assert bf16_autocast_default(torch.device("cpu")) == native_cpu_bf16()
-
-
-def test_native_bf16_is_read_from_the_cpu_flags(monkeypatch, tmp_path):
-    import builtins
-
-    real_open = builtins.open
-
-    def cpuinfo(flags):
-        path = tmp_path / "cpuinfo"
-        path.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-        monkeypatch.setattr(builtins, "open", lambda p, *a, **k: real_open(path if p == "/proc/cpuinfo" else p, *a, **k))
-
-    cpuinfo("fpu avx512f avx512bw avx512_vnni")  # AVX512 without bf16: oneDNN emulates it (very slow)
-    assert not native_cpu_bf16()
-    cpuinfo("fpu avx512f avx512_bf16 amx_tile amx_bf16")
-    assert native_cpu_bf16()
+    assert bf16_autocast_default(torch.device("cpu")) == native_bf16(torch.device("cpu"))[0]
 
 
 def test_rmse_pixel_loss_is_the_root_mean_squared_error():

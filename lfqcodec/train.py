@@ -35,16 +35,17 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .atomic import atomic_open
-from .bitpack import compressed_size
 from .checkpoint import load_model, load_run_state, save_model
 from .config import TokenizerConfig
-from .data import BatchStream, SamplerConfig, prepare_cache, to_model_range
+from .data import BatchStream, SamplerConfig, prepare_cache
 from .device import deterministic
 from .errors import LfqError
 from .inference import native_bf16
-from .metrics import ms_ssim, psnr, ssim
-from .quantizer import bit_correlation, keep_mask, straight_through_sign
+from .metrics import ssim
+from .distill import distillation_loss, searched_bits
+from .quantizer import bit_correlation
 from .surgery import drop_decoder_block
+from .validation import load_validation, validate
 from .tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -137,43 +138,6 @@ def _reconstruction_loss(recon: torch.Tensor, target: torch.Tensor, ssim_weight:
     return pixel + ssim_weight * (1 - ssim(frames(recon), frames(target), data_range=2.0).mean())
 
 
-def searched_bits(
-    decoder: torch.nn.Module, latents: torch.Tensor, video: torch.Tensor, keep_bits: torch.Tensor, steps: int, lr: float
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Bits the current decoder turns into a closer picture than the encoder's (batched bit search).
-
-    Adam on a copy of ``latents`` (``N x B x T x h x w``) through a straight-through sign, with
-    bits ``>= keep_bits[n]`` of sample ``n`` dropped as in training; the squared error of each
-    sample is tracked and its best bits kept (never worse than the encoder's own). The decoder's
-    weights get no gradient. Returns ``(bool bits, float mask of the kept bits)``."""
-    mask = keep_mask(latents.shape[1], keep_bits.to(latents.device))
-    variable = latents.detach().float().clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([variable], lr=lr)
-    best_loss = torch.full((latents.shape[0],), math.inf, device=latents.device)
-    best = variable.detach() > 0
-    dtype = next(decoder.parameters()).dtype
-    with torch.enable_grad():
-        for step in range(steps + 1):
-            codes = straight_through_sign(variable) * mask
-            per_sample = (decoder(codes.to(dtype)).float() - video.float()).pow(2).mean(dim=(1, 2, 3, 4))
-            better = per_sample.detach() < best_loss
-            best_loss = torch.where(better, per_sample.detach(), best_loss)
-            best = torch.where(better.view(-1, 1, 1, 1, 1), variable.detach() > 0, best)
-            if step == steps:  # the last step's bits are scored, not moved
-                break
-            (variable.grad,) = torch.autograd.grad(per_sample.sum(), [variable])
-            optimizer.step()
-    return best, mask
-
-
-def distillation_loss(latents: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the encoder's soft bits ``sigmoid(4 z)`` (the quantizer's soft
-    assignment) against ``target`` bits, over the bits ``mask`` keeps (fp32)."""
-    bce = F.binary_cross_entropy_with_logits(4 * latents.float(), target.float(), reduction="none")
-    mask = mask.expand_as(bce)
-    return (bce * mask).sum() / mask.sum().clamp_min(1)
-
-
 def compute_losses(model, video: torch.Tensor, keep_bits: torch.Tensor, cfg: TrainConfig, step: int):
     recon, q = model(video, keep_bits)
     boost = 1 + (cfg.entropy_boost - 1) * max(0.0, 1 - step / max(1, cfg.entropy_anneal))
@@ -218,59 +182,6 @@ class Ema:
         decay = min(self.decay, (1 + step) / (10 + step))
         for k, v in model.state_dict().items():
             self.state[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
-
-
-def load_validation(paths: list[Path], frames: int, max_side: int = 640) -> list[tuple[str, torch.Tensor]]:
-    """First ``frames`` frames of each clip, centre-cropped to multiples of 8 and at most ``max_side``."""
-    from .videoio import read_video_frames
-
-    clips = []
-    for path in paths:
-        raw = []
-        for frame in read_video_frames(path):
-            raw.append(frame)
-            if len(raw) == frames:
-                break
-        arr = np.stack(raw)
-        h, w = (min(max_side, s) // 16 * 16 for s in arr.shape[1:3])
-        y0, x0 = (arr.shape[1] - h) // 2, (arr.shape[2] - w) // 2
-        clips.append((path.stem, torch.from_numpy(np.ascontiguousarray(arr[:, y0 : y0 + h, x0 : x0 + w]))))
-    return clips
-
-
-def _payload_bytes(bits: np.ndarray) -> float:
-    """Packed + zstd bytes of ``bits``; NaN where zstandard is not installed (a GPU training machine)."""
-    try:
-        return compressed_size(bits)
-    except ImportError:
-        return math.nan
-
-
-@torch.no_grad()
-def validate(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], device: torch.device) -> dict:
-    """PSNR / MS-SSIM / payload bits per pixel (packed + zstd) per quality, averaged over clips."""
-    tokenizer.eval()
-    rows: dict[str, list[dict]] = {quality: [] for quality in tokenizer.cfg.quality_bits}
-    usage = []
-    for name, frames in clips:
-        video = to_model_range(frames).transpose(0, 1)[None].to(device)
-        bits = tokenizer.encode(video)
-        usage.append(bits.float().mean(dim=(0, 2, 3, 4)).cpu())
-        ref = frames.permute(0, 3, 1, 2).float()
-        for quality, keep in tokenizer.cfg.quality_bits.items():
-            recon = tokenizer.decode(bits[:, :keep])
-            out = ((recon.clamp(-1, 1) + 1) * 127.5).round()[0].transpose(0, 1).cpu()
-            payload = _payload_bytes(bits[0, :keep].cpu().numpy())
-            rows[quality].append(
-                {"clip": name, "psnr": psnr(ref, out), "ms_ssim": ms_ssim(ref, out), "bpp": payload * 8 / frames[..., 0].numel()}
-            )
-    results: dict = {}
-    for quality, quality_rows in rows.items():
-        results[quality] = {key: float(np.mean([r[key] for r in quality_rows])) for key in ("psnr", "ms_ssim", "bpp")}
-        results[quality]["clips"] = quality_rows
-    mean_usage = torch.stack(usage).mean(0)
-    results["bit_usage"] = [round(float(u), 3) for u in mean_usage]
-    return results
 
 
 def warm_start(tokenizer: Tokenizer, source: Tokenizer) -> list[str]:

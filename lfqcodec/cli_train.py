@@ -1,0 +1,195 @@
+"""``lfqcodec train`` and ``lfqcodec train-entropy``: the training commands of the CLI (registered on
+:func:`lfqcodec.cli.main`), kept apart from the codec's commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .cli import device_option, handle_errors, quiet_option
+from .errors import LfqError
+
+
+@click.command("train-entropy")
+@click.option("--model", default=None, help="Tokenizer to fit for [default: lfq-base].")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output .entropy file [default: models/<tokenizer name>.entropy, next to the tokenizer].")
+@click.option("--frames", type=click.IntRange(1), default=65, show_default=True, help="Frames of each clip to use.")
+@click.option("--max-tokens", type=click.IntRange(1000), default=400_000, show_default=True,
+              help="Tokens (drawn at random) the logistic fit uses.")
+@quiet_option
+@handle_errors
+def train_entropy(model, data_dirs, out, frames, max_tokens, quiet):
+    """Fit the context model that codes a tokenizer's bits in .lfq 2.0 (minutes on a CPU).
+
+    Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium and vtest are held out."""
+    import logging
+
+    from .checkpoint import load_model
+    from .entropy_fit import train_entropy as fit
+
+    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    for path in data_dirs:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
+    say = None if quiet else (lambda message: click.echo(message, err=True))
+    path, fitted = fit(load_model(model), data_dirs, out, frames, max_tokens, progress=say)
+    click.echo(f"{path}: entropy model {fitted.model_id.hex()} for tokenizer {fitted.tokenizer_id.hex()}", err=True)
+
+
+def _parse_blocks(value: str | None) -> tuple[int, ...] | None:
+    """``"2,6"`` -> ``(2, 6)``."""
+    if not value:
+        return None
+    try:
+        return tuple(int(n) for n in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of block counts, e.g. 2,6") from None
+
+
+def _parse_level_block(value: str) -> tuple[int, int]:
+    """``"1.1"`` -> ``(1, 1)``."""
+    try:
+        level, block = (int(n) for n in value.split("."))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not LEVEL.BLOCK, e.g. 1.1") from None
+    return level, block
+
+
+def _parse_mix(value: str | None) -> dict[str, float] | None:
+    """``"low=0.4,medium=0.4"`` -> ``{"low": 0.4, "medium": 0.4}`` (names are checked by training)."""
+    if not value:
+        return None
+    try:
+        return {name.strip(): float(weight) for name, weight in (item.split("=") for item in value.split(","))}
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not QUALITY=WEIGHT,..., e.g. low=0.35,medium=0.45") from None
+
+
+@click.command()
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, readable=False, path_type=Path),
+              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@click.option("--val", "val_clips", multiple=True, type=click.Path(exists=True, dir_okay=False, readable=False, path_type=Path),
+              help="Held-out validation clip; repeatable (excluded from training).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path.home() / ".cache/lfqcodec/runs/base",
+              show_default=True, help="Run folder: state, logs, data cache, best weights.")
+@click.option("--steps", type=click.IntRange(1), default=12000, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay after warm-up).")
+@click.option("--warmup", type=click.IntRange(0), default=500, show_default=True, help="Warm-up steps.")
+@click.option("--freeze-decoder", is_flag=True, help="Train the encoder only (the decoder stays as initialised).")
+@click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
+              help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
+@click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
+@click.option("--pixel-loss", type=click.Choice(["l1", "rmse"]), default="l1", show_default=True,
+              help="Pixel term of the reconstruction loss: L1, or RMSE (the batch's root mean squared error: "
+                   "optimises PSNR itself).")  # fmt: skip
+@click.option("--ssim-weight", type=click.FloatRange(0), default=0.2, show_default=True,
+              help="Weight of the (1 - SSIM) term of the reconstruction loss.")
+@click.option("--decorrelation-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Weight of the bits' mean squared correlation inside a clip (asks each bit for new "
+                   "information; logged as bit_correlation either way).")  # fmt: skip
+@click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
+@click.option("--distill-steps", type=click.IntRange(0), default=0, show_default=True,
+              help="Bit-search steps per training step; the encoder is taught the searched bits (0 = off).")
+@click.option("--distill-weight", type=click.FloatRange(0), default=0.2, show_default=True,
+              help="Weight of the encoder's cross-entropy against the searched bits.")
+@click.option("--distill-lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Adam step of the per-step bit search.")
+@click.option("--quality-mix", default=None, metavar="Q=P,...", callback=lambda ctx, param, value: _parse_mix(value),
+              help="How often each quality's bit prefix is trained, e.g. low=0.35,medium=0.45,high=0.2 "
+                   "[default: low=0.25,medium=0.45,high=0.3].")  # fmt: skip
+@click.option("--encoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
+              help="Residual blocks per encoder level, e.g. 2,6 (grows the --init model's encoder; new blocks start "
+                   "as identity; ignored when resuming OUT/state.pt) [default: the --init model's, else the "
+                   "built-in architecture].")  # fmt: skip
+@click.option("--decoder-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
+              help="Residual blocks per decoder level, finest first, e.g. 6,4 (6 at 1/4 resolution, 4 at 1/8); "
+                   "grows the --init model's decoder the same way.")  # fmt: skip
+@click.option("--drop-decoder-block", "drop_blocks", multiple=True, metavar="LEVEL.BLOCK",
+              callback=lambda ctx, param, value: tuple(_parse_level_block(v) for v in value),
+              help="Remove this residual block from the --init model's decoder before the warm start (LEVEL as in "
+                   "--decoder-blocks, 0 = finest; BLOCK from 0); repeatable, applied in order. "
+                   "benchmarks/block_importance.py measures what each block is worth.")  # fmt: skip
+@click.option("--refine-blocks", default=None, metavar="N,N", callback=lambda ctx, param, value: _parse_blocks(value),
+              help="Residual blocks per refiner stage (per-frame work), e.g. 3,1; added blocks start as identity.")
+@click.option("--frame-split/--no-frame-split", default=None,
+              help="The refiner also reads the coarsest decoder features split into frames (starts as a no-op) "
+                   "[default: as the --init model].")  # fmt: skip
+@click.option("--exclude", multiple=True, metavar="FILE_NAME",
+              help="Keep this file (by name, e.g. kitten.mp4) out of the training material; repeatable. For clips "
+                   "held out for measuring.")  # fmt: skip
+@click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
+@click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
+              help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
+                   "decoder never learns their later frames.")  # fmt: skip
+@click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
+@click.option("--max-stride", type=click.IntRange(1), default=2, show_default=True,
+              help="Largest temporal stride of video crops (more motion per clip).")
+@click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
+              help="Fastest synthetic camera move over photos, pixels per frame.")
+@click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--val-frames", type=click.IntRange(1), default=33, show_default=True,
+              help="Frames of each validation clip (33 = a whole default chunk).")
+@click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
+@click.option("--name", default="lfq-base", show_default=True, help="Name recorded in the weights.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Training arithmetic: bf16 autocast (fp32 weights and quantizer losses) or fp32; auto = bf16 on "
+                   "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~1.8x faster there), else fp32.")
+@device_option
+@handle_errors
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss,
+          ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
+          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
+    """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
+    import dataclasses
+    import logging
+
+    from .checkpoint import load_model
+    from .config import TokenizerConfig
+    from .data import SamplerConfig
+    from .train import TrainConfig
+    from .train import train as run_training
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    val_clips = list(val_clips) or [default_data / "video/bikes.mp4", default_data / "video/carphone_pristine.mp4"]
+    for path in [*data_dirs, *val_clips]:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data/--val)")
+    model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
+    if drop_blocks and not init:
+        raise LfqError("--drop-decoder-block needs --init (it edits a trained model)")
+    for level, block in drop_blocks:
+        if not 0 <= level < len(model_cfg.decoder_blocks) or not 0 <= block < model_cfg.decoder_blocks[level] or \
+                model_cfg.decoder_blocks[level] == 1:
+            raise LfqError(f"--drop-decoder-block {level}.{block}: the decoder has blocks {model_cfg.decoder_blocks}")
+        remaining = list(model_cfg.decoder_blocks)
+        remaining[level] -= 1
+        model_cfg = dataclasses.replace(model_cfg, decoder_blocks=tuple(remaining))
+    if frame_split is not None:
+        model_cfg = dataclasses.replace(model_cfg, frame_split=frame_split)
+    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks),
+                           ("refine_blocks", refine_blocks)):
+        if blocks:
+            try:
+                model_cfg = dataclasses.replace(model_cfg, **{option: blocks})
+            except ValueError as exc:
+                raise LfqError(f"--{option.replace('_', '-')}: {exc}") from None
+    run_training(
+        model_cfg,
+        TrainConfig(steps=steps, lr=lr, warmup=warmup, entropy_boost=entropy_boost, entropy_weight=entropy_weight,
+                    commitment_weight=commitment_weight, pixel_loss=pixel_loss, ssim_weight=ssim_weight,
+                    decorrelation_weight=decorrelation_weight, batch=batch, distill_steps=distill_steps,
+                    distill_weight=distill_weight, distill_lr=distill_lr,
+                    **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
+                    val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",
+                    freeze_decoder=freeze_decoder),
+        SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
+        exclude=tuple(exclude), drop_decoder_blocks=drop_blocks,
+    )  # fmt: skip

@@ -33,7 +33,7 @@ import zstandard
 from torch import nn
 
 from .errors import FormatError
-from .layers import CausalConv3d, ChannelNorm
+from .layers import ChannelNorm
 
 PAYLOAD_MAGIC = b"LFU1"
 _HEAD = struct.Struct("<4sBBBBI")  # magic, flags, lora rank, bits, reserved, tensor count

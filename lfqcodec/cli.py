@@ -6,9 +6,7 @@ Ctrl-C exits with 130. Set ``LFQCODEC_DEBUG=1`` to see tracebacks of unexpected 
 
 from __future__ import annotations
 
-import functools
 import json
-import os
 import signal
 import sys
 from pathlib import Path
@@ -17,6 +15,8 @@ import click
 
 from . import api
 from .atomic import atomic_write_text
+from .cli_common import device_option, handle_errors, quiet_option
+from .cli_train import train, train_entropy
 from .errors import LfqError
 
 QUALITIES = ("low", "medium", "high")
@@ -44,30 +44,6 @@ max_pixels_option = click.option(
 )  # fmt: skip
 
 
-def _fail(message: str, code: int = 1) -> None:
-    click.echo(f"lfqcodec: error: {message}", err=True)
-    sys.exit(code)
-
-
-def handle_errors(func):
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        try:
-            return func(*args, **kwargs)
-        except LfqError as exc:
-            _fail(str(exc))
-        except KeyboardInterrupt:
-            _fail("interrupted", 130)
-        except MemoryError:
-            _fail("out of memory (try a smaller --window or --gop)")
-        except Exception as exc:
-            if os.environ.get("LFQCODEC_DEBUG"):
-                raise
-            _fail(f"internal error: {type(exc).__name__}: {exc} (set LFQCODEC_DEBUG=1 for details)")
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lfqcodec")
 def main() -> None:
@@ -82,13 +58,7 @@ def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the network runs; auto picks CUDA when present. Plain encoding gives the same bits on either (up to "
-         "latents within rounding of zero); --search bits depend on it.",
-)  # fmt: skip
 overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
-quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bar or summary.")
 precision_option = click.option(
     "--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
     help="Number format of the network; auto = bf16 where the CPU/GPU has it natively, else fp32. "
@@ -381,8 +351,6 @@ def _command_line(ctx: click.Context) -> str:
             words += [max(param.opts, key=len), str(value)]
     return shlex.join(words)
 
-
-from .cli_train import train, train_entropy  # noqa: E402 (they use the options defined above)
 
 main.add_command(train)
 main.add_command(train_entropy)

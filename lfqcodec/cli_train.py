@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .cli import device_option, handle_errors, quiet_option
+from .cli_common import device_option, handle_errors, quiet_option
 from .errors import LfqError
 
 

@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--nice", type=int, default=0,
                         help="Raise the priority of the runs by N nice levels (root only), for this process and its "
-                             "scheduler autogroup (Linux shares the CPU between sessions first: start the script "
+                             "scheduler autogroup (Linux shares the CPU between autogroups (setsid) first: start the script "
                              "with `setsid` so its group is its own), so that on a machine other jobs load the runs "
                              "get the cores about as on an idle one.")  # fmt: skip
     args = parser.parse_args()

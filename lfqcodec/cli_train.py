@@ -152,6 +152,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     from .checkpoint import load_model
     from .config import TokenizerConfig
     from .data import SamplerConfig
+    from .surgery import grown_config
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -165,17 +166,11 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
     model_cfg = load_model(init).tokenizer.cfg if init else TokenizerConfig()
     if drop_blocks and not init:
         raise LfqError("--drop-decoder-block needs --init (it edits a trained model)")
-    for level, block in drop_blocks:
-        if not 0 <= level < len(model_cfg.decoder_blocks) or not 0 <= block < model_cfg.decoder_blocks[level] or \
-                model_cfg.decoder_blocks[level] == 1:
-            raise LfqError(f"--drop-decoder-block {level}.{block}: the decoder has blocks {model_cfg.decoder_blocks}")
-        remaining = list(model_cfg.decoder_blocks)
-        remaining[level] -= 1
-        model_cfg = dataclasses.replace(model_cfg, decoder_blocks=tuple(remaining))
-    if frame_split is not None:
-        model_cfg = dataclasses.replace(model_cfg, frame_split=frame_split)
-    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks),
-                           ("refine_blocks", refine_blocks)):
+    try:
+        model_cfg = grown_config(model_cfg, drop_blocks, refine_blocks, frame_split)
+    except ValueError as exc:
+        raise LfqError(f"--drop-decoder-block / --refine-blocks / --frame-split: {exc}") from None
+    for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks)):
         if blocks:
             try:
                 model_cfg = dataclasses.replace(model_cfg, **{option: blocks})

@@ -61,20 +61,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def model_config(args: argparse.Namespace, drops: tuple[tuple[int, int], ...]):
-    import dataclasses
-
     from .checkpoint import load_model
+    from .surgery import grown_config
 
-    cfg = load_model(args.init).config
-    for level, _ in drops:
-        blocks = list(cfg.decoder_blocks)
-        blocks[level] -= 1
-        cfg = dataclasses.replace(cfg, decoder_blocks=tuple(blocks))
-    if args.refine_blocks:
-        cfg = dataclasses.replace(cfg, refine_blocks=tuple(int(n) for n in args.refine_blocks.split(",")))
-    if args.frame_split:
-        cfg = dataclasses.replace(cfg, frame_split=True)
-    return cfg
+    refine = tuple(int(n) for n in args.refine_blocks.split(",")) if args.refine_blocks else None
+    return grown_config(load_model(args.init).config, drops, refine, True if args.frame_split else None)
 
 
 def summary_table(val_log: Path) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
+from .config import TokenizerConfig
 from .tokenizer import Tokenizer
 
 
@@ -40,3 +41,25 @@ def drop_decoder_block(source: Tokenizer, level: int, block: int) -> Tokenizer:
         state[name] = tensor
     target.load_state_dict(state)
     return target
+
+
+def grown_config(
+    cfg: TokenizerConfig,
+    drop_decoder_blocks: tuple[tuple[int, int], ...] = (),
+    refine_blocks: tuple[int, ...] | None = None,
+    frame_split: bool | None = None,
+) -> TokenizerConfig:
+    """The architecture a warm start from ``cfg`` builds: decoder blocks removed (``(level, block)`` pairs,
+    as :func:`drop_decoder_block` takes them, in order), refiner blocks per stage and ``frame_split`` as
+    given (``None`` keeps ``cfg``'s). Raises ``ValueError`` for a block that does not exist or is a level's last."""
+    blocks = list(cfg.decoder_blocks)
+    for level, block in drop_decoder_blocks:
+        if not 0 <= level < len(blocks) or not 0 <= block < blocks[level] or blocks[level] == 1:
+            raise ValueError(f"decoder block {level}.{block} cannot be removed (blocks per level: {tuple(blocks)})")
+        blocks[level] -= 1
+    changes: dict = {"decoder_blocks": tuple(blocks)}
+    if refine_blocks:
+        changes["refine_blocks"] = tuple(refine_blocks)
+    if frame_split is not None:
+        changes["frame_split"] = frame_split
+    return dataclasses.replace(cfg, **changes)

@@ -111,9 +111,9 @@ def tokenize_dataset(
     plan = ds.plan_shards(sources, shard_size)
     with contextlib.ExitStack() as engine:
         if ray is not None:  # connect first: an unreachable cluster is reported before anything is written
-            from .tokenize_ray import ray_session
+            from .tokenize_ray import ray_connection
 
-            engine.enter_context(ray_session(ray))
+            engine.enter_context(ray_connection(ray))
         out = _prepare_out(Path(out), record, sources, shard_size, len(plan), overwrite)
         shard_meta, todo = _check_shards(out, plan, record["settings"])
         ds.write_manifest(out, _manifest(record, sources, plan, shard_size, shard_meta, command, started))

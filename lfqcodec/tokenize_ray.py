@@ -45,7 +45,7 @@ def connect(ray, address: str) -> bool:
 
 
 @contextlib.contextmanager
-def ray_session(address: str) -> Iterator[None]:
+def ray_connection(address: str) -> Iterator[None]:
     """Connected to Ray (:func:`connect`) for the block; disconnected after it if the block's
     connection was this one's."""
     ray = import_ray()
@@ -71,7 +71,7 @@ def run_ray(jobs: Sequence[ClipJob], settings: TokenSettings, sha256: str, worke
             device: str = "auto") -> Iterator[ClipResult]:  # fmt: skip
     """Results of ``jobs`` (in completion order) from ``workers`` Ray actors of ``threads`` CPUs each
     (and one GPU each when the cluster has GPUs and ``device`` is not ``cpu``), on the Ray instance
-    this process is connected to (:func:`ray_session`). Default ``workers``: one per GPU, else one
+    this process is connected to (:func:`ray_connection`). Default ``workers``: one per GPU, else one
     per ``threads`` CPUs of the cluster."""
     if not jobs:
         return

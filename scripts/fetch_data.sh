@@ -4,7 +4,7 @@
 # Sources (see ../shared/data/SOURCES.md): the project's shared clips and photos, plus
 # Debian packages reachable from this machine: opencv-doc (vtest.avi, tree.avi) and
 # two wallpaper packages (high-resolution real photos for synthetic camera moves), and PyPI's
-# iscc-samples sdist (a real 60 s, 1,441-frame 176x144 music-session clip, CC-BY-4.0).
+# iscc-samples sdist (a real 60 s, 1,441-frame 176x144 music performance clip, CC-BY-4.0).
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${1:-$HOME/.cache/lfqcodec/data}

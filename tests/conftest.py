@@ -34,7 +34,7 @@ def tiny_tokenizer(seed: int = 0) -> Tokenizer:
     return model.eval()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # one per test run (tests/ is one package)
 def tiny_model(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("models") / "tiny.safetensors"
     save_model(path, tiny_tokenizer(), "tiny-test")
@@ -68,7 +68,7 @@ def write_clip(path: Path, frames: np.ndarray, fps: Fraction = Fraction(24000, 1
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # one per test run (tests/ is one package)
 def odd_clip(tmp_path_factory) -> Path:
     """11 frames (not 1 + 4k) at 37x21 (not multiples of 8), lossless, 24000/1001 fps."""
     return write_clip(tmp_path_factory.mktemp("clips") / "odd.mkv", moving_pattern(11, 21, 37))

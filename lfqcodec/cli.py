@@ -129,8 +129,8 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
 @click.option("--max-pixels", type=click.IntRange(0), default=None, metavar="N",
               help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
-                   "limit [default: 3840x2160 = 8294400; decoding takes ~1.5 KB of memory per pixel of frame size: "
-                   "1080p ~3 GB, 4K ~12 GB].")  # fmt: skip
+                   "limit [default: 3840x2160 = 8294400; decoding takes ~1.2 KB of memory per pixel of frame size: "
+                   "1080p ~2.3 GiB, 4K ~8.4 GiB].")  # fmt: skip
 @device_option
 @precision_option
 @window_option

@@ -65,8 +65,8 @@ def open_reader(path: str | os.PathLike, salvage: bool = False, entropy: bool = 
 
 
 # Frames above 4K UHD are refused unless the caller lifts the limit: the network's decode memory grows with the
-# frame size, about 1.5 KB per pixel with the default window (1080p ~3 GB, 4K UHD ~12 GB peak RSS, measured on the
-# CPU), and a 30-byte header can claim 16384 x 16384.
+# frame size, about 1.1-1.2 KB per pixel with the default window (peak RSS on the CPU: 1080p 2.3 GiB, 4K UHD
+# 8.4 GiB; benchmarks/hostile_memory.py), and a 30-byte header can claim 16384 x 16384.
 DEFAULT_MAX_PIXELS = 3840 * 2160
 
 

@@ -7,7 +7,9 @@ Cases (each a 1.1 file of zero bits made for the shipped model, then the CLI in 
 RSS read from the kernel, killed at --timeout):
   tokens      one 8192x8192, 1021-frame, 32-bit chunk (33 KB on disk, 1 GiB of packed bits): `lfqcodec tokens`
   decode-8k   the same file: `lfqcodec decode` (refused by the default --max-pixels)
-  decode-uhd  one 3840x2160, 9-frame, 16-bit chunk: `lfqcodec decode --max-pixels 0` (the network at 4K)
+  decode-uhd  one 3840x2160, 9-frame, 16-bit chunk: `lfqcodec decode` (the network at 4K)
+  decode-1080p  one 1920x1080, 9-frame, 16-bit chunk: `lfqcodec decode`
+  decode-8k-network  one 8192x8192, 5-frame, 16-bit chunk: `lfqcodec decode --max-pixels 0` (slow: tens of minutes)
 """
 
 from __future__ import annotations
@@ -78,14 +80,17 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        big, uhd = tmp / "big.lfq", tmp / "uhd.lfq"
+        big = tmp / "big.lfq"
+        sizes = {"decode-uhd": (3840, 2160, 9), "decode-1080p": (1920, 1080, 9), "decode-8k-network": (8192, 8192, 5)}
         for case in args.cases.split(","):
             if case in ("tokens", "decode-8k") and not big.exists():
                 zero_chunk_file(big, 8192, 8192, 1021, 32, "high")
-            if case == "decode-uhd" and not uhd.exists():
-                zero_chunk_file(uhd, 3840, 2160, 9, 16, "medium")
-            cli = {"tokens": ["tokens", str(big), str(tmp / "t.npz")], "decode-8k": ["decode", str(big), str(tmp / "o.mkv")],
-                   "decode-uhd": ["decode", str(uhd), str(tmp / "u.mkv"), "--max-pixels", "0", "-q"]}[case]  # fmt: skip
+            if case in sizes:
+                small = tmp / f"{case}.lfq"
+                zero_chunk_file(small, *sizes[case], 16, "medium")
+                cli = ["decode", str(small), str(tmp / f"{case}.mkv"), "--max-pixels", "0", "-q"]
+            else:
+                cli = {"tokens": ["tokens", str(big), str(tmp / "t.npz")], "decode-8k": ["decode", str(big), str(tmp / "o.mkv")]}[case]
             rows.append({"case": case, **peak_rss(cli, args.timeout)})
             print(rows[-1], flush=True)
     record = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} cores",

@@ -38,6 +38,7 @@ from .errors import LfqError
 from .fileinfo import Tokens, export_tokens, read_info, read_tokens
 from .inference import choose_mode, decode_bits, encode_latents, prepare_tokenizer
 from .layers import streaming
+from .tiling import DEFAULT_MEMORY_BUDGET, TiledDecoding, TilePlan, plan_tiles, probe_decoder, to_uint8
 from .pipeline import prefetched
 from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
 from .scenecut import ChunkSplitter
@@ -66,8 +67,7 @@ def _to_model(frames: list[np.ndarray], grid: tuple[int, int], factor: int, devi
 
 def _to_frames(video: torch.Tensor, height: int, width: int) -> np.ndarray:
     """``1 x 3 x T x H' x W'`` in [-1, 1] -> ``T x height x width x 3`` uint8 (cropped)."""
-    video = video[0, :, :, :height, :width].float()
-    return ((video.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 3, 0).cpu().numpy()
+    return to_uint8(video[0, :, :, :height, :width]).permute(1, 2, 3, 0).cpu().numpy()
 
 
 class EncodedChunk(NamedTuple):
@@ -79,8 +79,11 @@ class EncodedChunk(NamedTuple):
 class Codec:
     """A loaded model on a device, with the chunk-level encode and decode steps."""
 
-    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW, precision: str = "auto"):
+    def __init__(self, model: LoadedModel, device: torch.device, window: int = DEFAULT_WINDOW, precision: str = "auto",
+                 memory_budget: int = DEFAULT_MEMORY_BUDGET):  # fmt: skip
         self.model = model
+        self.memory_budget = memory_budget  # bytes for the decoder's tensors (lfqcodec.tiling); 0 = no tiling
+        self._probe: tuple[int, int] | None = None  # (halo, state bytes per latent) of the decoder
         self.device = device
         self.window = max(1, window)
         self.mode = choose_mode(precision, device)  # precision and layout (lfqcodec.inference)
@@ -148,17 +151,39 @@ class Codec:
         (``T x H x W x 3``) a window at a time, ``frame_count`` frames in all."""
         latent = iter(np.moveaxis(bits, 1, 0) if isinstance(bits, np.ndarray) else bits)
         left, first = frame_count, True
-        with streaming(self.tokenizer):
+        plan = self.tile_plan(height, width)
+        window = 1 if plan else self.window
+        with streaming(self.tokenizer), contextlib.closing(TiledDecoding(self.tokenizer.decoder, plan, self.cfg.spatial_factor)) if plan else contextlib.nullcontext() as tiled:  # fmt: skip
             while True:
-                group = list(itertools.islice(latent, 1 if first else self.window))
+                group = list(itertools.islice(latent, 1 if first else window))
                 if not group:
                     break
                 codes = torch.from_numpy(np.stack(group, axis=1)).to(self.device)[None]
-                video = decode_bits(self.tokenizer, codes, first, self.mode)
-                frames = _to_frames(video, height, width)[:left]
+                if tiled is None:
+                    frames = _to_frames(decode_bits(self.tokenizer, codes, first, self.mode), height, width)[:left]
+                else:
+                    frames = tiled.decode(codes, first, height, width, self._decode_tile)[:left]
                 left -= len(frames)
                 first = False
                 yield frames
+
+    def _decode_tile(self, bits: torch.Tensor, first: bool) -> torch.Tensor:
+        return decode_bits(self.tokenizer, bits, first, self.mode)
+
+    def tile_plan(self, height: int, width: int) -> TilePlan | None:
+        """How frames of this size are decoded within ``memory_budget`` (None: whole frames)."""
+        if not self.memory_budget:
+            return None
+        if self._probe is None:
+            self._probe = probe_decoder(self.tokenizer.decoder)
+        halo, state_bytes = self._probe
+        s = self.cfg.spatial_factor
+        grid = (-(-height // s), -(-width // s))
+        if plan_tiles(grid, self.cfg.temporal_factor * self.window, s, state_bytes, halo, self.memory_budget) is None:
+            return None
+        return plan_tiles(grid, self.cfg.temporal_factor, s, state_bytes, halo, self.memory_budget) or TilePlan(
+            grid, grid, halo, False
+        )  # window 1 fits whole frames
 
     def use_update(self, update: tuple[int, bytes] | None) -> None:
         """Apply the decoder update (record number, payload; :mod:`lfqcodec.adapt`) for the next

@@ -38,6 +38,19 @@ def _printable(value: object) -> str:
     return "".join(map(escape, str(value)))
 
 
+def _parse_size(ctx, param, value: str) -> int:
+    """``1536M``, ``2G``, ``800000K`` or plain bytes -> bytes."""
+    text = value.strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    try:
+        number = float(text[:-1] if scale > 1 else text)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a size like 1536M or 2G") from None
+    if not 0 <= number * scale < 1 << 50:
+        raise click.BadParameter(f"{value!r} is out of range")
+    return int(number * scale)
+
+
 max_pixels_option = click.option(
     "--max-pixels", type=click.IntRange(1), default=None,
     help="Refuse files whose frames have more pixels than this (width x height), before any work.",
@@ -129,8 +142,10 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
 @click.option("--max-pixels", type=click.IntRange(0), default=None, metavar="N",
               help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
-                   "limit [default: 3840x2160 = 8294400; decoding takes ~1.2 KB of memory per pixel of frame size: "
-                   "1080p ~2.3 GiB, 4K ~8.4 GiB].")  # fmt: skip
+                   "limit [default: 3840x2160 = 8294400; decoding time grows with the frame size].")  # fmt: skip
+@click.option("--max-memory", default="1800M", show_default=True, metavar="SIZE", callback=_parse_size,
+              help="Peak memory of the process (K/M/G suffixes; 0 = no limit). Frames too large for it are decoded "
+                   "in tiles, with the same pixels, more slowly.")  # fmt: skip
 @device_option
 @precision_option
 @window_option
@@ -138,12 +153,12 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
 @quiet_option
 @verbose_option
 @handle_errors
-def decode(src, dst, start, frames, model, salvage, max_pixels, device, precision, window, overwrite, quiet,
-           verbose):  # fmt: skip
+def decode(src, dst, start, frames, model, salvage, max_pixels, max_memory, device, precision, window, overwrite,
+           quiet, verbose):  # fmt: skip
     """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
-        overwrite=overwrite, progress=not quiet, salvage=salvage, precision=precision,
+        overwrite=overwrite, progress=not quiet, salvage=salvage, precision=precision, max_memory=max_memory,
         **({} if max_pixels is None else {"max_pixels": max_pixels}),
     )  # fmt: skip
     if verbose:

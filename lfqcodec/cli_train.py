@@ -82,6 +82,9 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="Peak learning rate (cosine decay after warm-up).")
 @click.option("--warmup", type=click.IntRange(0), default=500, show_default=True, help="Warm-up steps.")
 @click.option("--freeze-decoder", is_flag=True, help="Train the encoder only (the decoder stays as initialised).")
+@click.option("--freeze-encoder", is_flag=True,
+              help="Train the decoder only: the bits, the rate and the entropy model's statistics stay the --init "
+                   "model's.")  # fmt: skip
 @click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
 @click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
@@ -142,7 +145,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
                    "CUDA and on CPUs with native bf16 (AVX512-BF16/AMX, ~1.8x faster there), else fp32.")
 @device_option
 @handle_errors
-def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_boost, entropy_weight, pixel_loss,
+def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_encoder, entropy_boost, entropy_weight, pixel_loss,
           ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
           encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
@@ -184,7 +187,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, entropy_
                     distill_weight=distill_weight, distill_lr=distill_lr,
                     **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",
-                    freeze_decoder=freeze_decoder),
+                    freeze_decoder=freeze_decoder, freeze_encoder=freeze_encoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
         exclude=tuple(exclude), drop_decoder_blocks=drop_blocks,
     )  # fmt: skip

@@ -23,6 +23,7 @@ from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, StreamHeader
 from .entropy_store import find_by_id
 from .errors import FormatError, LfqError, ModelError
+from .tiling import DEFAULT_MAX_MEMORY, decoder_budget
 
 
 def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None) -> str | Path:
@@ -64,9 +65,8 @@ def open_reader(path: str | os.PathLike, salvage: bool = False, entropy: bool = 
         raise
 
 
-# Frames above 4K UHD are refused unless the caller lifts the limit: the network's decode memory grows with the
-# frame size, about 1.1-1.2 KB per pixel with the default window (peak RSS on the CPU: 1080p 2.3 GiB, 4K UHD
-# 8.4 GiB; benchmarks/hostile_memory.py), and a 30-byte header can claim 16384 x 16384.
+# Frames above 4K UHD are refused unless the caller lifts the limit: decoding time grows with the frame size (memory
+# does not: lfqcodec.tiling), and a 30-byte header can claim 16384 x 16384.
 DEFAULT_MAX_PIXELS = 3840 * 2160
 
 
@@ -158,6 +158,8 @@ def decode_frames(
     lost_updates: list[tuple[int, int, int]] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    writer_suffix: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
 
@@ -166,7 +168,9 @@ def decode_frames(
     missing chunk does not stop decoding: its frames are replaced by the last good frame (mid-grey
     if there is none) and its range ``(first, last)`` is appended to ``lost``; output ends with the
     last intact chunk (later frames are reported in ``lost``, not synthesised). A damaged decoder
-    update is reported in ``lost_updates`` and its chunks decoded without it."""
+    update is reported in ``lost_updates`` and its chunks decoded without it. ``max_memory``: peak
+    bytes of the process (with a writer for ``writer_suffix`` frames, if given); frames too large for
+    it are decoded in tiles (:mod:`lfqcodec.tiling`, the same pixels); 0 = whole frames always."""
     from .api import Codec, select_device
 
     reader, handle = open_reader(src, salvage, entropy=True)
@@ -182,7 +186,8 @@ def decode_frames(
             end, tail = salvage_plan(reader, start, end)
             if lost is not None:
                 lost.extend(tail)
-        codec = Codec(loaded, select_device(device), window, precision)
+        budget = decoder_budget(max_memory, h.width * h.height, writer_suffix)
+        codec = Codec(loaded, select_device(device), window, precision, budget)
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
         try:
             for position, first, count in chunk_spans(reader):
@@ -242,6 +247,7 @@ def decode_file(
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
     pipeline: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
     ``frames`` select a frame range (only the chunks holding it are decoded). ``precision``: see
@@ -272,7 +278,7 @@ def decode_file(
     lost_updates: list[tuple[int, int, int]] = []
     decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
                             salvage=salvage, lost=lost, lost_updates=lost_updates, max_pixels=max_pixels,
-                            precision=precision)  # fmt: skip
+                            precision=precision, max_memory=max_memory, writer_suffix=suffix)  # fmt: skip
     first = next(decoded)  # runs the checks before an output file is created
     written = 0
     with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:

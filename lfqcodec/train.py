@@ -78,6 +78,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads; 0 = all cores
     bf16: bool | None = None  # bf16 autocast; None = on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX)
     freeze_decoder: bool = False  # train the encoder only, against a fixed decoder
+    freeze_encoder: bool = False  # train the decoder only: the bits (and so the rate and the entropy model's
+    # statistics) stay those of the --init model
     distill_steps: int = 0  # per-step bit search (decoder passes) whose bits the encoder is taught; 0 = off
     distill_lr: float = 0.1  # Adam step of that search on the (unit-scale) latents
     distill_weight: float = 0.2  # weight of the encoder's cross-entropy against the searched bits
@@ -257,8 +259,12 @@ def train(
         warm_start(tokenizer, source)
         log.info("warm-started from %s", init)
     tokenizer.to(dev)
+    if train_cfg.freeze_decoder and train_cfg.freeze_encoder:
+        raise LfqError("--freeze-decoder and --freeze-encoder together leave nothing to train")
     if train_cfg.freeze_decoder:
         tokenizer.decoder.requires_grad_(False)
+    if train_cfg.freeze_encoder:
+        tokenizer.encoder.requires_grad_(False)
     model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer
     decay, no_decay = [], []
     for p in tokenizer.parameters():

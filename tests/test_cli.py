@@ -61,7 +61,8 @@ def test_window_changes_the_steps_never_the_output(tmp_path, odd_clip, tiny_mode
         forward = cls.forward
 
         def counting(self, x, first=True, _forward=forward, _name=cls.__name__):
-            steps.setdefault(_name, []).append(x.shape[2])
+            if x.shape[-2:] != (4, 4):  # a 4 x 4 grid is lfqcodec.tiling's probe of the decoder, not a step
+                steps.setdefault(_name, []).append(x.shape[2])
             return _forward(self, x, first)
 
         monkeypatch.setattr(cls, "forward", counting)

@@ -138,16 +138,18 @@ def test_sampler_temporal_strides_reach_max_stride(tmp_path):
     assert seen == {(1, (1,)), (4, (1, 2, 3, 4))}
 
 
-def test_freeze_decoder_trains_the_encoder_only(tmp_path, tiny_model):
+@pytest.mark.parametrize("frozen,trained_part", [("decoder", "encoder"), ("encoder", "decoder")])
+def test_freezing_one_half_trains_the_other_only(tmp_path, tiny_model, frozen, trained_part):
     data, val = _training_data(tmp_path)
     out = tmp_path / "run"
-    cfg = TrainConfig(steps=3, batch=2, image_batch=2, val_every=3, log_every=1, warmup=1, freeze_decoder=True)
+    cfg = TrainConfig(steps=3, batch=2, image_batch=2, val_every=3, log_every=1, warmup=1,
+                      **{f"freeze_{frozen}": True})  # fmt: skip
     train(TINY_CONFIG, cfg, SamplerConfig(frames=5, size=32, image_size=32, max_scale=2), [data], [val], out,
           init=str(tiny_model), device="cpu")  # fmt: skip
     start = load_model(tiny_model).tokenizer.state_dict()
     trained = torch.load(out / "state.pt", weights_only=True)["model"]
-    assert all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("decoder."))
-    assert not all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith("encoder."))
+    assert all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith(frozen + "."))
+    assert not all(torch.equal(trained[n], v.float()) for n, v in start.items() if n.startswith(trained_part + "."))
 
 
 def test_warm_start_into_a_grown_encoder_keeps_the_bits():

@@ -2,19 +2,20 @@
 
 The decoder is a stack of causal convolutions with per-position normalisation
 (:mod:`lfqcodec.layers`), so an output pixel depends on latents within a fixed spatial radius
-(:func:`decoder_halo`). A large frame is decoded tile by tile: each tile is the latents of its core
+(:func:`probe_decoder`). A large frame is decoded tile by tile: each tile is the latents of its core
 plus ``halo`` latents on every side that has a neighbour, and only the core of its output is kept.
 That gives the pixels of the whole-frame decode (up to the summation order of the convolutions).
 
 Streaming carries each causal convolution's last input frames from one window of latent frames to
-the next (:func:`lfqcodec.layers.streaming`); with tiles, every tile has its own past. At 4K UHD
-those pasts alone take about 420 bytes per pixel for the shipped model (3.2 GiB), more than the
-budget, so above ``state_budget`` they live in an unlinked temporary file between windows (read
-back with ``pread``, never memory-mapped: what is resident is the one tile at work).
+the next (:func:`lfqcodec.layers.streaming`); with tiles, every tile has its own past. The pasts take
+about 420 bytes per pixel of frame size for the shipped model (3.2 GiB at 4K UHD); when all tiles'
+pasts do not fit the budget beside the work, they wait in an unlinked temporary file between windows
+(read back with ``pread``, never memory-mapped: what is resident is the one tile at work).
 
-Memory of a tiled window (the figures in :class:`TilePlan`): the tile's activations, about
-``ACTIVATION_BYTES`` per tile pixel and output frame, the pasts (in memory or not), and the window's
-uint8 output frames.
+Memory of a tiled window (:func:`plan_tiles`): the tile's activations, about ``ACTIVATION_BYTES`` per
+tile pixel and output frame, the pasts (all tiles', or the one at work when they are spilled), and
+the window's uint8 output frames. ``lfqcodec decode --max-memory`` is for the whole process:
+:func:`decoder_budget` leaves the network what the process and the video writer do not take.
 """
 
 from __future__ import annotations

@@ -77,7 +77,7 @@ precision_option = click.option(
     help="Number format of the network; auto = bf16 where the CPU/GPU has it natively, else fp32. "
          "Output may differ by rounding (bits of latents near zero); files stay valid.",
 )  # fmt: skip
-verbose_option = click.option("-v", "--verbose", is_flag=True, help="Also say how the network ran (precision, layout).")
+verbose_option = click.option("-v", "--verbose", is_flag=True, help="Also say how the network ran (precision, layout; decode: tiles).")
 window_option = click.option(
     "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
     help="Latent frames coded per step (memory vs. speed; the same bits, decoded pixels within 1).",

@@ -23,7 +23,7 @@ from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, StreamHeader
 from .entropy_store import find_by_id
 from .errors import FormatError, LfqError, ModelError
-from .tiling import DEFAULT_MAX_MEMORY, decoder_budget
+from .tiling import DEFAULT_MAX_MEMORY, decoder_budget, describe_plan
 
 
 def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None) -> str | Path:
@@ -160,6 +160,7 @@ def decode_frames(
     precision: str = "auto",
     max_memory: int = DEFAULT_MAX_MEMORY,
     writer_suffix: str | None = None,
+    notes: list[str] | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the decoded RGB frames (``H x W x 3`` uint8) of ``src``, from ``start``, at most ``frames``.
 
@@ -170,7 +171,8 @@ def decode_frames(
     last intact chunk (later frames are reported in ``lost``, not synthesised). A damaged decoder
     update is reported in ``lost_updates`` and its chunks decoded without it. ``max_memory``: peak
     bytes of the process (with a writer for ``writer_suffix`` frames, if given); frames too large for
-    it are decoded in tiles (:mod:`lfqcodec.tiling`, the same pixels); 0 = whole frames always."""
+    it are decoded in tiles (:mod:`lfqcodec.tiling`, the same pixels); 0 = whole frames always.
+    ``notes`` receives how the network runs (precision, layout, tiles)."""
     from .api import Codec, select_device
 
     reader, handle = open_reader(src, salvage, entropy=True)
@@ -188,6 +190,9 @@ def decode_frames(
                 lost.extend(tail)
         budget = decoder_budget(max_memory, h.width * h.height, writer_suffix)
         codec = Codec(loaded, select_device(device), window, precision, budget)
+        if notes is not None:
+            notes.append(codec.mode.describe())
+            notes.append(describe_plan(codec.tile_plan(h.height, h.width)))
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
         try:
             for position, first, count in chunk_spans(reader):
@@ -256,9 +261,8 @@ def decode_file(
     import itertools
     import time
 
-    from .api import _progress, select_device
+    from .api import _progress
     from .atomic import atomic_output, check_destination
-    from .inference import choose_mode
     from .pipeline import BackgroundWriter
     from .videoio import VideoWriter, check_output_format
 
@@ -276,9 +280,10 @@ def decode_file(
         )
     lost: list[tuple[int, int]] = []
     lost_updates: list[tuple[int, int, int]] = []
+    notes: list[str] = []
     decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
                             salvage=salvage, lost=lost, lost_updates=lost_updates, max_pixels=max_pixels,
-                            precision=precision, max_memory=max_memory, writer_suffix=suffix)  # fmt: skip
+                            precision=precision, max_memory=max_memory, writer_suffix=suffix, notes=notes)  # fmt: skip
     first = next(decoded)  # runs the checks before an output file is created
     written = 0
     with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
@@ -295,5 +300,4 @@ def decode_file(
         except BaseException:
             writer.abort()
             raise
-    mode = choose_mode(precision, select_device(device)).describe()
-    return DecodeReport(dst, written, time.time() - started, lost, lost_updates, mode)
+    return DecodeReport(dst, written, time.time() - started, lost, lost_updates, "; ".join(notes))

@@ -166,6 +166,15 @@ def to_uint8(video: torch.Tensor) -> torch.Tensor:
     return work.clamp_(-1, 1).add_(1).mul_(127.5).round_().to(torch.uint8)
 
 
+def describe_plan(plan: TilePlan | None) -> str:
+    """One line for ``--verbose``."""
+    if plan is None:
+        return "whole frames"
+    where = "a temporary file" if plan.spill else "memory"
+    return (f"{len(plan.tiles)} tiles of up to {plan.tile[0]}x{plan.tile[1]} latents (halo {plan.halo}), "
+            f"pasts in {where}")  # fmt: skip
+
+
 class _PastStore:
     """Each tile's causal-convolution pasts between windows: tensors held in a dict, or bytes in an
     unlinked temporary file at fixed offsets. Only the tile at work holds its pasts in the layers."""

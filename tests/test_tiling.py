@@ -91,10 +91,10 @@ def test_decode_max_memory_option(tmp_path, tiny_model, odd_clip, monkeypatch):
     tiled = []
     monkeypatch.setattr(api.TiledDecoding, "close", lambda self: tiled.append(len(self.tiles)))
     results = []
-    for limit in ("0", "64K"):
+    for limit, said in (("0", "whole frames"), ("64K", "tiles of up to")):
         dst = tmp_path / f"{limit}.y4m"
-        res = runner.invoke(main, ["decode", str(out), str(dst), "--model", str(tiny_model), "-q", "--max-memory", limit])
-        assert res.exit_code == 0, res.output
+        res = runner.invoke(main, ["decode", str(out), str(dst), "--model", str(tiny_model), "-q", "-v", "--max-memory", limit])
+        assert res.exit_code == 0 and said in res.output, res.output
         results.append(dst.read_bytes())
     assert tiled and tiled[0] > 1
     whole, parts = (np.frombuffer(r, dtype=np.uint8).astype(int) for r in results)

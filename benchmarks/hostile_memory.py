@@ -9,6 +9,7 @@ RSS read from the kernel, killed at --timeout):
   decode-8k   the same file: `lfqcodec decode` (refused by the default --max-pixels)
   decode-uhd  one 3840x2160, 9-frame, 16-bit chunk: `lfqcodec decode` (the network at 4K)
   decode-1080p  one 1920x1080, 9-frame, 16-bit chunk: `lfqcodec decode`
+  decode-1080p-whole  the same with `--max-memory 0` (whole frames, no tiling: the speed it costs)
   decode-8k-network  one 8192x8192, 5-frame, 16-bit chunk: `lfqcodec decode --max-pixels 0` to .y4m (slow: tens of
               minutes; at 8K the FFV1 and H.264 writers alone would take ~6 GiB, so --max-memory refuses those outputs)
 """
@@ -82,7 +83,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         big = tmp / "big.lfq"
-        sizes = {"decode-uhd": (3840, 2160, 9), "decode-1080p": (1920, 1080, 9), "decode-8k-network": (8192, 8192, 5)}
+        sizes = {"decode-uhd": (3840, 2160, 9), "decode-1080p": (1920, 1080, 9), "decode-1080p-whole": (1920, 1080, 9),
+                 "decode-8k-network": (8192, 8192, 5)}
         for case in args.cases.split(","):
             if case in ("tokens", "decode-8k") and not big.exists():
                 zero_chunk_file(big, 8192, 8192, 1021, 32, "high")
@@ -91,6 +93,8 @@ def main() -> None:
                 zero_chunk_file(small, *sizes[case], 16, "medium")
                 suffix = ".y4m" if case == "decode-8k-network" else ".mkv"
                 cli = ["decode", str(small), str(tmp / f"{case}{suffix}"), "--max-pixels", "0", "-q"]
+                if case == "decode-1080p-whole":
+                    cli += ["--max-memory", "0"]
             else:
                 cli = {"tokens": ["tokens", str(big), str(tmp / "t.npz")], "decode-8k": ["decode", str(big), str(tmp / "o.mkv")]}[case]
             rows.append({"case": case, **peak_rss(cli, args.timeout)})

@@ -8,7 +8,7 @@ That gives the pixels of the whole-frame decode (up to the summation order of th
 
 Streaming carries each causal convolution's last input frames from one window of latent frames to
 the next (:func:`lfqcodec.layers.streaming`); with tiles, every tile has its own past. The pasts take
-about 420 bytes per pixel of frame size for the shipped model (3.2 GiB at 4K UHD); when all tiles'
+about 420-440 bytes per pixel of frame size for the shipped models (3.3 GiB at 4K UHD); when all tiles'
 pasts do not fit the budget beside the work, they wait in an unlinked temporary file between windows
 (read back with ``pread``, never memory-mapped: what is resident is the one tile at work).
 
@@ -32,14 +32,14 @@ from torch import nn
 from .errors import LfqError
 from .layers import CausalConv3d, is_channels_last, streaming
 
-# Peak bytes of decoder activations per tile pixel and decoded frame (fp32, the shipped model, 720p: peak RSS
-# growth of one window less the pasts, 48-49 with 4 or 8 frames per window once the heap gives freed tensors back:
-# see limit_heap); planning uses it, nothing depends on it exactly.
+# Peak bytes of decoder activations per tile pixel and decoded frame, beyond the carried pasts (fp32, 720p, heap
+# limited as tiling does: 48 for v5, 58 for v6; 122-149 without limit_heap): `python benchmarks/tiling_constants.py
+# activations --heap-limit`, results/tiling-constants.txt. Planning uses it, nothing depends on it exactly.
 ACTIVATION_BYTES = 64
 DEFAULT_MAX_MEMORY = 1800 << 20  # peak resident bytes of a decoding process (lfqcodec decode --max-memory)
 PROCESS_BYTES = 400 << 20  # Python, torch and the model before any frame (368 MiB measured)
-# What writing the frames takes, per pixel of frame size: PyAV's FFV1 and libx264 encoders at 4K UHD peak at
-# 620-760 MiB whatever the content; raw formats hold a frame or two
+# What writing the frames takes, per pixel of frame size: PyAV's FFV1 and libx264 encoders at 4K UHD grow the peak by
+# 758 / 647 MiB (96 / 82 B per pixel; `benchmarks/tiling_constants.py writer ffv1|libx264`); raw formats hold a frame or two
 WRITER_BYTES_PER_PIXEL = {".mkv": 96, ".mp4": 96, ".mov": 96}
 RAW_WRITER_BYTES_PER_PIXEL = 16
 MIN_DECODER_BUDGET = 64 << 20
@@ -62,9 +62,10 @@ def decoder_budget(max_memory: int, pixels: int, writer_suffix: str | None = Non
 
 def limit_heap() -> None:
     """Let glibc give freed tensors back at once (``mallopt(M_MMAP_THRESHOLD, 256 KiB)``): its adaptive
-    threshold otherwise keeps tens of MB per freed tensor on the heap, and the peak doubles (149 against 48
-    bytes per pixel and frame at 720p). It costs about 25 % of decoding speed (fresh pages each time), so only
-    tiled decoding asks for it; elsewhere (not glibc) it does nothing."""
+    threshold otherwise keeps tens of MB per freed tensor on the heap, and the peak doubles (122-149 against
+    48-58 bytes per pixel and frame at 720p). It cost about 25 % of decoding speed (fresh pages each time;
+    ``benchmarks/tiling_constants.py speed [--heap-limit]``), so only tiled decoding asks for it; elsewhere
+    (not glibc) it does nothing."""
     import ctypes
     import ctypes.util
 

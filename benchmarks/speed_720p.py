@@ -15,8 +15,9 @@ frames in the same run. The background training (``/tmp/lfq-train.pid``) is paus
 
 Also recorded: PSNR of every path against the source, achieved GFLOP/s (FLOPs per pixel from
 ``benchmarks/model_stats.py``), peak resident memory of a 1080p encode and decode (release and
-branch), and what bf16 changes against fp32 (``--precision``): the fraction of differing bits, the
-largest fp32 latent whose sign flips, and PSNR on two real clips.
+branch), and what the branch's default precision (int8 on a CPU with VNNI, ``--compare``) changes
+against fp32: the fraction of differing bits, the largest fp32 latent whose sign flips, and PSNR on
+real held-out clips.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TRAIN_PID = Path("/tmp/lfq-train.pid")
 DATA = Path("/work/shared/data/video")
+CACHE = Path.home() / ".cache/lfqcodec/data/video"
+HELD_OUT = [ROOT.parent / "shared/data/validation/armwrestling.mp4", CACHE / "kitten.mp4", CACHE / "aquarium.mp4",
+            CACHE / "vtest.avi"]  # clips no model was trained on or chosen with
 
 
 # --- children (run with PYTHONPATH = the checkout under test) ------------------------------------
@@ -52,7 +56,7 @@ def child(task: dict) -> dict:
     import lfqcodec
 
     if task["task"] == "precision":
-        return precision_report(task["clips"])
+        return precision_report(task["clips"], task["compare"])
     before = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     if task["task"] == "encode":
@@ -78,16 +82,19 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def precision_report(clips: list[list]) -> list[dict]:
-    """bf16 against fp32 on real clips: bits of the latents, PSNR of the four encoder/decoder pairs."""
+def precision_report(clips: list[list], other: str) -> list[dict]:
+    """``other`` (bf16 or int8) against fp32 on real clips: bits of the latents, PSNR of the four
+    encoder/decoder pairs."""
     import torch
 
     from lfqcodec.api import decode_frames, encode_frames
     from lfqcodec.bench import quality_metrics, read_clip
-    from lfqcodec.checkpoint import load_model
+    from lfqcodec.checkpoint import MODELS_DIR, load_model
     from lfqcodec.inference import InferenceMode, encode_latents, prepare_tokenizer
+    from lfqcodec.int8 import find_calibration
 
     model = load_model()
+    ranges = find_calibration(model.model_id, MODELS_DIR)
     keep = model.config.quality_bits["medium"]
     rows = []
     for path, count in clips:
@@ -97,20 +104,20 @@ def precision_report(clips: list[list]) -> list[dict]:
         video = torch.from_numpy(frames).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
         video = video[..., : h // s * s, : w // s * s]  # whole tokens only, for the latent comparison
         latents = {}
-        for precision in ("fp32", "bf16"):
+        for precision in ("fp32", other):
             mode = InferenceMode(precision, True, "asked for")
-            latents[precision] = encode_latents(prepare_tokenizer(model.tokenizer, mode), video, True, mode)[:, :keep]
-        flips = (latents["fp32"] > 0) != (latents["bf16"] > 0)
-        row = {"clip": Path(path).name, "frames": len(frames), "size": f"{w}x{h}", "bits_compared": flips.numel(),
+            latents[precision] = encode_latents(prepare_tokenizer(model.tokenizer, mode, ranges), video, True, mode)[:, :keep]
+        flips = (latents["fp32"] > 0) != (latents[other] > 0)
+        row = {"clip": Path(path).name, "precision": other, "frames": len(frames), "size": f"{w}x{h}", "bits_compared": flips.numel(),
                "bits_differing_fraction": flips.float().mean().item(),
                "largest_fp32_latent_flipped": latents["fp32"].abs()[flips].max().item() if flips.any() else 0.0,
                "median_abs_fp32_latent": latents["fp32"].abs().median().item()}  # fmt: skip
         with tempfile.TemporaryDirectory() as tmp:
-            for enc in ("fp32", "bf16"):
+            for enc in ("fp32", other):
                 lfq = Path(tmp) / f"{enc}.lfq"
                 encode_frames(iter(frames), lfq, width=w, height=h, fps=fps, model=model, device="cpu", precision=enc)
                 row[f"bytes_{enc}_encoder"] = lfq.stat().st_size
-                for dec in ("fp32", "bf16"):
+                for dec in ("fp32", other):
                     decoded = np.stack(list(decode_frames(lfq, device="cpu", model=model, precision=dec)))
                     row[f"psnr_{enc}_encoder_{dec}_decoder"] = quality_metrics(frames, decoded)["psnr_rgb"]
         rows.append(row)
@@ -189,10 +196,12 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=Path("/tmp/rel-1873cc4"), help="worktree of release 1873cc4")
     parser.add_argument("--rounds", type=int, default=2, help="alternating release / branch measurements")
     parser.add_argument("--memory-frames", type=int, default=9, help="frames of the 1080p memory check")
-    parser.add_argument("--precision-clips", nargs="*", default=[f"{DATA / 'cockatoo.mp4'}:17", f"{DATA / 'bikes.mp4'}:33"],
-                        help="PATH:FRAMES clips for the bf16-vs-fp32 comparison")  # fmt: skip
-    parser.add_argument("--extras", choices=["all", "pipeline", "none"], default="all",
-                        help="also time the branch without the pipeline, and with --precision bf16 (all)")
+    parser.add_argument("--precision-clips", nargs="*", default=[f"{c}:33" for c in HELD_OUT],
+                        help="PATH:FRAMES clips for the comparison with fp32")  # fmt: skip
+    parser.add_argument("--compare", choices=["int8", "bf16"], default="int8", help="precision compared with fp32")
+    parser.add_argument("--extras", choices=["all", "fp32", "pipeline", "none"], default="all",
+                        help="also time the branch in fp32 (fp32), without the pipeline (pipeline), or those and "
+                             "--precision bf16 (all)")
     parser.add_argument("--memory-only", action="store_true", help="only the 1080p peak-memory check")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "speed_720p.json")
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -204,7 +213,6 @@ def main() -> None:
     from model_stats import model_stats
 
     from lfqcodec.bench import quality_metrics, read_clip, run_reference
-    from lfqcodec.inference import choose_mode
 
     if not (args.release / "lfqcodec").is_dir():
         sys.exit(f"no release checkout at {args.release}: git worktree add --detach {args.release} 1873cc4")
@@ -234,15 +242,18 @@ def main() -> None:
             x265_runs.append({"bytes": size, **timing, "psnr_rgb": quality_metrics(source, decoded)["psnr_rgb"]})
             print(f"  x265 medium encode {len(source) / timing['encode_s']:.1f} fps, decode "
                   f"{len(source) / timing['decode_s']:.1f} fps", file=sys.stderr, flush=True)  # fmt: skip
-        extras = {"branch fp32, no pipeline": {"precision": "fp32", "pipeline": False},
-                  "branch bf16 (asked for)": {"precision": "bf16"}}  # fmt: skip
-        for name, options in list(extras.items())[: {"all": 2, "pipeline": 1, "none": 0}[args.extras]]:
-            runs[name] = [lfq_round(ROOT, args.clip, args.frames, work, name.split()[1].rstrip(","), options)]
+        extras = {"branch fp32 (asked for)": ("fp32", {"precision": "fp32"}),
+                  "branch fp32, no pipeline": ("nopipe", {"precision": "fp32", "pipeline": False}),
+                  "branch bf16 (asked for)": ("bf16", {"precision": "bf16"})}  # fmt: skip
+        chosen = {"all": list(extras), "fp32": list(extras)[:1], "pipeline": list(extras)[1:2], "none": []}[args.extras]
+        for name in chosen:
+            tag, options = extras[name]
+            runs[name] = [lfq_round(ROOT, args.clip, args.frames, work, tag, options)]
         quality = {name: quality_metrics(source, read_clip(Path(rs[-1]["output"]), args.frames)[0])["psnr_rgb"]
                    for name, rs in runs.items()}  # fmt: skip
         memory = peak_memory(variants, args.clip, args.memory_frames, work)
         clips = [[c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])] for c in args.precision_clips]
-        precision = run_child(ROOT, {"task": "precision", "clips": clips}) if clips else []
+        precision = run_child(ROOT, {"task": "precision", "clips": clips, "compare": args.compare}) if clips else []
     stats = model_stats(None, 17, 256)
     pixels = source.shape[1] * source.shape[2]
     x265 = {"encode_fps_median": statistics.median(args.frames / x["encode_s"] for x in x265_runs),
@@ -269,14 +280,14 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {_cpu_name()}, torch {torch.__version__}, "
                    f"CPU capability {torch.backends.cpu.get_cpu_capability()}",
         "load_average_at_end": os.getloadavg(),
-        "auto_precision_here": choose_mode("auto", torch.device("cpu")).describe(),
+        "auto_precision_here": runs["branch (defaults)"][-1]["decode"]["mode"],
         "clip": f"{args.clip.name}, first {args.frames} frames, {source.shape[2]}x{source.shape[1]}",
         "flops_per_pixel": {k: stats[f"{k}_flops_per_pixel"] for k in ("encode", "decode")},
         "speedup_branch_over_release": speedup,
         "summary": summary,
         "x265_medium": x265,
         "peak_memory_1080p": memory,
-        "bf16_vs_fp32": precision,
+        "precision_vs_fp32": precision,
         "runs": runs,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -307,11 +318,12 @@ def format_table(record: dict) -> str:
                      f"{s['cpu_seconds_median_of_round_ratios']:.2f}x CPU time")  # fmt: skip
     for name, m in record["peak_memory_1080p"].items():
         lines.append(f"1080p peak RSS {name}: encode {m['encode_peak_rss_mib']:.0f} MiB, decode {m['decode_peak_rss_mib']:.0f} MiB")
-    for p in record["bf16_vs_fp32"]:
-        lines.append(f"bf16 vs fp32 on {p['clip']} ({p['size']}, {p['frames']} f): {p['bits_differing_fraction']:.2e} of bits "
+    for p in record["precision_vs_fp32"]:
+        o = p["precision"]
+        lines.append(f"{o} vs fp32 on {p['clip']} ({p['size']}, {p['frames']} f): {p['bits_differing_fraction']:.2e} of bits "
                      f"differ (largest |fp32 latent| flipped {p['largest_fp32_latent_flipped']:.3f}); PSNR fp32/fp32 "
-                     f"{p['psnr_fp32_encoder_fp32_decoder']:.3f}, fp32 enc/bf16 dec {p['psnr_fp32_encoder_bf16_decoder']:.3f}, "
-                     f"bf16/bf16 {p['psnr_bf16_encoder_bf16_decoder']:.3f} dB")  # fmt: skip
+                     f"{p['psnr_fp32_encoder_fp32_decoder']:.3f}, fp32 enc/{o} dec {p[f'psnr_fp32_encoder_{o}_decoder']:.3f}, "
+                     f"{o}/{o} {p[f'psnr_{o}_encoder_{o}_decoder']:.3f} dB")  # fmt: skip
     return "\n".join(lines)
 
 

@@ -36,6 +36,7 @@ from .device import select_device
 from .entropy_store import find_for_tokenizer
 from .errors import LfqError
 from .fileinfo import Tokens, export_tokens, read_info, read_tokens
+from .int8 import find_calibration
 from .inference import choose_mode, decode_bits, encode_latents, prepare_tokenizer
 from .layers import streaming
 from .tiling import DEFAULT_MEMORY_BUDGET, TiledDecoding, TilePlan, plan_tiles, probe_decoder, to_uint8
@@ -86,8 +87,10 @@ class Codec:
         self._probe: tuple[int, int] | None = None  # (halo, state bytes per latent) of the decoder
         self.device = device
         self.window = max(1, window)
-        self.mode = choose_mode(precision, device)  # precision and layout (lfqcodec.inference)
-        self.tokenizer = prepare_tokenizer(model.tokenizer.to(device), self.mode)
+        folders = (MODELS_DIR, model.path.parent if model.path else None)
+        int8_ranges = find_calibration(model.model_id, *folders) if device.type == "cpu" else None
+        self.mode = choose_mode(precision, device, int8_ranges is not None)  # precision and layout (lfqcodec.inference)
+        self.tokenizer = prepare_tokenizer(model.tokenizer.to(device), self.mode, int8_ranges)
         self.cfg = model.config
         self.dtype = self.mode.dtype
         self._updates: UpdateState | None = None  # the decoder update in use (decoding)

@@ -47,6 +47,7 @@ class LoadedModel:
     sha256: str  # hex digest of the weights
     config: TokenizerConfig
     tokenizer: Tokenizer
+    path: Path | None = None  # the weights file it was loaded from (its folder may hold companion files)
 
     @property
     def model_id(self) -> bytes:
@@ -126,7 +127,7 @@ def load_model(
     except RuntimeError as exc:
         raise ModelError(f"{path}: weights do not fit the config: {str(exc).splitlines()[0]}") from None
     tokenizer.to(device=device, dtype=dtype).eval()
-    return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer)
+    return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer, Path(path))
 
 
 RUN_STATE_KEYS = ("model", "optimizer", "ema", "step", "best", "model_config")

@@ -16,7 +16,7 @@ import click
 from . import api
 from .atomic import atomic_write_text
 from .cli_common import device_option, handle_errors, quiet_option
-from .cli_train import train, train_entropy
+from .cli_train import calibrate_int8, train, train_entropy
 from .errors import LfqError
 
 QUALITIES = ("low", "medium", "high")
@@ -73,9 +73,10 @@ def _terminated(signum, frame) -> None:
 
 overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
 precision_option = click.option(
-    "--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
-    help="Number format of the network; auto = bf16 where the CPU/GPU has it natively, else fp32. "
-         "Output may differ by rounding (bits of latents near zero); files stay valid.",
+    "--precision", type=click.Choice(["auto", "bf16", "fp32", "int8"]), default="auto", show_default=True,
+    help="Number format of the network; auto = int8 on CPUs with VNNI/AMX (calibrated models), else bf16 "
+         "where the CPU/GPU has it natively, else fp32. Output may differ by rounding (bits of latents near "
+         "zero); files stay valid.",
 )  # fmt: skip
 verbose_option = click.option("-v", "--verbose", is_flag=True, help="Also say how the network ran (precision, layout; decode: tiles).")
 window_option = click.option(
@@ -369,6 +370,7 @@ def _command_line(ctx: click.Context) -> str:
 
 main.add_command(train)
 main.add_command(train_entropy)
+main.add_command(calibrate_int8)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""``lfqcodec train`` and ``lfqcodec train-entropy``: the training commands of the CLI (registered on
+"""``lfqcodec train``, ``lfqcodec train-entropy`` and ``lfqcodec calibrate-int8``: the training commands of the CLI (registered on
 :func:`lfqcodec.cli.main`), kept apart from the codec's commands."""
 
 from __future__ import annotations
@@ -40,6 +40,38 @@ def train_entropy(model, data_dirs, out, frames, max_tokens, quiet):
     say = None if quiet else (lambda message: click.echo(message, err=True))
     path, fitted = fit(load_model(model), data_dirs, out, frames, max_tokens, progress=say)
     click.echo(f"{path}: entropy model {fitted.model_id.hex()} for tokenizer {fitted.tokenizer_id.hex()}", err=True)
+
+
+@click.command("calibrate-int8")
+@click.option("--model", default=None, help="Tokenizer to calibrate [default: lfq-base].")
+@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Output .int8 file [default: beside the tokenizer's weights, <weights name>.int8].")
+@click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames of each clip to run.")
+@quiet_option
+@handle_errors
+def calibrate_int8(model, data_dirs, out, frames, quiet):
+    """Measure the activation ranges that --precision int8 quantizes with (a few minutes on a CPU).
+
+    The same clips as train-entropy are held out."""
+    from .checkpoint import MODELS_DIR, load_model
+    from .entropy_fit import training_clips
+    from .int8 import SUFFIX, calibrate, save_ranges
+
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    for path in data_dirs:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
+    loaded = load_model(model)
+    say = None if quiet else (lambda message: click.echo(message, err=True))
+    ranges, used = calibrate(loaded, training_clips(data_dirs), frames, progress=say)
+    if not ranges:
+        raise LfqError("no clip could be used for calibration (pass --data)")
+    default = loaded.path.with_suffix(SUFFIX) if loaded.path else MODELS_DIR / f"{loaded.name}{SUFFIX}"
+    path = save_ranges(out or default, ranges, loaded.model_id, used)
+    click.echo(f"{path}: int8 ranges of {len(ranges)} layers for tokenizer {loaded.model_id.hex()}", err=True)
 
 
 def _parse_blocks(value: str | None) -> tuple[int, ...] | None:

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from .errors import LfqError
-from .int8 import int8_dot_products, quantize_tokenizer
+from .int8 import int8_dot_products, kernels_available, quantize_tokenizer
 from .layers import PointwiseConv3d
 from .quantizer import bits_to_codes
 from .tokenizer import Tokenizer
@@ -110,6 +110,8 @@ def choose_mode(precision: str, device: torch.device, calibrated: bool = False) 
     if precision == "int8":
         if device.type != "cpu":
             raise LfqError("--precision int8 runs on the CPU only (use --device cpu, or bf16 / fp32 on CUDA)")
+        if not kernels_available():
+            raise LfqError("--precision int8 needs torch's x86 int8 kernels, which this machine's torch lacks (use fp32)")
         if not calibrated:
             raise LfqError("--precision int8 needs the model's int8 calibration (models/<name>.int8): run lfqcodec calibrate-int8")
         return InferenceMode("int8", channels_last, f"asked for; {int8_dot_products(cpu_flags())[1]}")

@@ -49,6 +49,11 @@ class Range:
         return scale, int(min(max(round(-low / scale), 0), _QMAX))
 
 
+def kernels_available() -> bool:
+    """Whether this torch build has the x86 int8 convolution kernels (fbgemm / oneDNN)."""
+    return "x86" in torch.backends.quantized.supported_engines
+
+
 def _engine() -> None:
     if torch.backends.quantized.engine != "x86" and "x86" in torch.backends.quantized.supported_engines:
         torch.backends.quantized.engine = "x86"
@@ -208,6 +213,8 @@ def find_calibration(tokenizer_id: bytes, *folders: Path | None) -> dict[str, tu
 def int8_dot_products(flags: Iterable[str]) -> tuple[bool, str]:
     """Whether a CPU with these ``/proc/cpuinfo`` flags has int8 dot products, and the evidence."""
     found = [flag for flag in VNNI_FLAGS if flag in set(flags)]
+    if found and not kernels_available():
+        return False, f"CPU has {', '.join(found)} but this torch build has no x86 int8 kernels"
     if found:
         return True, f"CPU has {', '.join(found)}"
     return False, f"CPU has none of {', '.join(VNNI_FLAGS)}"

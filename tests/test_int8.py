@@ -64,6 +64,15 @@ def test_int8_needs_a_calibration_and_the_cpu():
     assert choose_mode("int8", torch.device("cpu"), calibrated=True).precision == "int8"
 
 
+def test_int8_is_refused_where_torch_has_no_x86_int8_kernels(monkeypatch):
+    monkeypatch.setattr(inference, "kernels_available", lambda: False)
+    monkeypatch.setattr(int8, "kernels_available", lambda: False)
+    with pytest.raises(lfqcodec.LfqError, match="int8 kernels"):
+        choose_mode("int8", torch.device("cpu"), calibrated=True)
+    monkeypatch.setattr(inference, "cpu_flags", lambda: frozenset({"avx512_vnni"}))
+    assert choose_mode("auto", torch.device("cpu"), calibrated=True).precision == "fp32"
+
+
 def test_calibration_file_is_bound_to_its_tokenizer(tmp_path):
     ranges = {"decoder.inp": (int8.Range(-1.0, 1.0), int8.Range(-3.5, 2.0))}
     path = int8.save_ranges(tmp_path / "m.int8", ranges, b"\x01" * 16, ["clip.mp4"])

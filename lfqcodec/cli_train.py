@@ -11,10 +11,29 @@ from .cli_common import device_option, handle_errors, quiet_option
 from .errors import LfqError
 
 
+_data_option = click.option(
+    "--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
+    help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].",
+)  # fmt: skip
+
+
+def _training_data(data_dirs: tuple[Path, ...]) -> list[Path]:
+    """``--data`` as given, else the fetched data's video and image folders (which must exist)."""
+    default_data = Path.home() / ".cache/lfqcodec/data"
+    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
+    for path in data_dirs:
+        if not path.exists():
+            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
+    return data_dirs
+
+
+def _progress(quiet: bool):
+    return None if quiet else (lambda message: click.echo(message, err=True))
+
+
 @click.command("train-entropy")
 @click.option("--model", default=None, help="Tokenizer to fit for [default: lfq-base].")
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@_data_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output .entropy file [default: models/<tokenizer name>.entropy, next to the tokenizer].")
 @click.option("--frames", type=click.IntRange(1), default=65, show_default=True, help="Frames of each clip to use.")
@@ -32,20 +51,13 @@ def train_entropy(model, data_dirs, out, frames, max_tokens, quiet):
     from .entropy_fit import train_entropy as fit
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
-    default_data = Path.home() / ".cache/lfqcodec/data"
-    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
-    for path in data_dirs:
-        if not path.exists():
-            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
-    say = None if quiet else (lambda message: click.echo(message, err=True))
-    path, fitted = fit(load_model(model), data_dirs, out, frames, max_tokens, progress=say)
+    path, fitted = fit(load_model(model), _training_data(data_dirs), out, frames, max_tokens, progress=_progress(quiet))
     click.echo(f"{path}: entropy model {fitted.model_id.hex()} for tokenizer {fitted.tokenizer_id.hex()}", err=True)
 
 
 @click.command("calibrate-int8")
 @click.option("--model", default=None, help="Tokenizer to calibrate [default: lfq-base].")
-@click.option("--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].")
+@_data_option
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output .int8 file [default: beside the tokenizer's weights, <weights name>.int8].")
 @click.option("--frames", type=click.IntRange(1), default=9, show_default=True, help="Frames of each clip to run.")
@@ -59,14 +71,9 @@ def calibrate_int8(model, data_dirs, out, frames, quiet):
     from .entropy_fit import training_clips
     from .int8 import SUFFIX, calibrate, save_ranges
 
-    default_data = Path.home() / ".cache/lfqcodec/data"
-    data_dirs = list(data_dirs) or [default_data / "video", default_data / "images"]
-    for path in data_dirs:
-        if not path.exists():
-            raise LfqError(f"{path} not found (run scripts/fetch_data.sh first, or pass --data)")
+    data_dirs = _training_data(data_dirs)
     loaded = load_model(model)
-    say = None if quiet else (lambda message: click.echo(message, err=True))
-    ranges, used = calibrate(loaded, training_clips(data_dirs), frames, progress=say)
+    ranges, used = calibrate(loaded, training_clips(data_dirs), frames, progress=_progress(quiet))
     if not ranges:
         raise LfqError("no clip could be used for calibration (pass --data)")
     default = loaded.path.with_suffix(SUFFIX) if loaded.path else MODELS_DIR / f"{loaded.name}{SUFFIX}"

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from lfqcodec import tiling
+from lfqcodec.videoio import mux_frames
 
 
 def _peak_bytes() -> int:
@@ -61,13 +62,7 @@ def writer(codec_name: str) -> None:
         stream = container.add_stream(codec_name, rate=25, options={"crf": "10"} if codec_name == "libx264" else {})
         stream.width, stream.height = 3840, 2160
         stream.pix_fmt = "bgr0" if codec_name == "ffv1" else "yuv420p"
-        for i in range(12):
-            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            video_frame.pts = i
-            for packet in stream.encode(video_frame):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, [frame] * 12)
     grown = _peak_bytes() - base
     print(f"{codec_name}: {grown >> 20} MiB at 3840x2160, {grown / (3840 * 2160):.0f} B per pixel")
 

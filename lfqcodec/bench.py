@@ -47,6 +47,7 @@ from .atomic import atomic_open, check_destination
 from .checkpoint import LoadedModel, load_model
 from .errors import LfqError
 from .metrics import ms_ssim, psnr, rgb_to_luma
+from .videoio import mux_frames
 
 REFERENCE_CODECS: dict[str, dict] = {
     "x265": {"codec": "libx265", "crfs": [16, 22, 27, 32, 37, 42, 47, 51], "options": {"preset": "medium"},
@@ -171,13 +172,7 @@ def _run_reference_here(name: str, crf: int, frames: np.ndarray, fps: Fraction, 
         with av.open(buffer, "w", format="matroska") as container:
             stream = container.add_stream(spec["codec"], rate=fps, options=options)
             stream.width, stream.height, stream.pix_fmt = padded.shape[2], padded.shape[1], "yuv420p"
-            for i, frame in enumerate(padded):
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                video_frame.pts = i
-                for packet in stream.encode(video_frame):
-                    container.mux(packet)
-            for packet in stream.encode():
-                container.mux(packet)
+            mux_frames(container, stream, padded)
         encode_s = time.perf_counter() - started
     data = buffer.getvalue()
     with PeakMemory() as dec_mem:

@@ -64,10 +64,11 @@ class Int8CausalConv3d(CausalConv3d):
     temporal padding and streaming past are as in the float layer (the past is kept in float32)."""
 
     def __init__(self, layer: CausalConv3d, x_range: Range, y_range: Range):
+        nn.Module.__init__(self)  # the float layer's own attributes, not a fresh convolution
         conv = layer.conv
-        super().__init__(conv.in_channels, conv.out_channels, conv.kernel_size)
         _engine()
-        self.conv = conv  # float weights stay for reference (state_dict, probes); int8 ones below
+        self.time_pad = layer.time_pad
+        self.conv = conv  # float weights stay for gradients, state_dict and probes; int8 ones below
         self.streaming, self.past = layer.streaming, layer.past
         self.x_scale, self.x_zero = x_range.qparams()
         weight = conv.weight.detach().float()

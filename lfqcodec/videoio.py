@@ -35,6 +35,18 @@ def read_video_frames(path: str | os.PathLike) -> Iterator[np.ndarray]:
         yield from source.frames()
 
 
+def mux_frames(container, stream, frames) -> None:
+    """Encode RGB frames (``H x W x 3`` uint8 each, pts 0, 1, ...) into ``stream`` of the open PyAV
+    ``container``, then flush the encoder."""
+    for i, frame in enumerate(frames):
+        video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+        video_frame.pts = i
+        for packet in stream.encode(video_frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
 def _ffmpeg_reason(exc: BaseException) -> str:
     text = getattr(exc, "strerror", None) or str(exc)
     return text.split(": '")[0].strip() or type(exc).__name__

@@ -13,6 +13,7 @@ import torch
 from lfqcodec.checkpoint import save_model
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.videoio import mux_frames
 
 TINY_CONFIG = TokenizerConfig(
     num_bits=12,
@@ -58,13 +59,7 @@ def write_clip(path: Path, frames: np.ndarray, fps: Fraction = Fraction(24000, 1
         stream = container.add_stream(codec, rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "bgr0" if codec == "ffv1" else "yuv420p"
-        for i, frame in enumerate(frames):
-            vf = av.VideoFrame.from_ndarray(frame, format="rgb24")
-            vf.pts = i
-            for packet in stream.encode(vf):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+        mux_frames(container, stream, frames)
     return path
 
 

@@ -1,13 +1,15 @@
-"""Format 2.0's context model against 1.1's zstd bit planes, for the same tokens (issue 15).
+"""The context model (2.0, coder 1) and its network (2.1, coder 2) against 1.1's zstd bit planes,
+for the same tokens (issue 15).
 
 For each held-out clip, the shipped tokenizer's bits of the first ``--frames`` frames (chunks of 33,
-scene cuts on, as ``lfqcodec encode``) are written twice per quality: as a 1.1 file (zstd level
-19, the writer of release 1873cc4) and as a 2.0 file with the shipped entropy model. Files are
-compared whole (headers and index included); the 2.0 file is read back and must give the same
-tokens. Then the time of range coding plus decoding one 33-frame chunk at 720p at high quality is
-set against the network's decode time for that chunk (pause other CPU work for the timing).
+scene cuts on, as ``lfqcodec encode``) are written per quality as a 1.1 file (zstd level 19, the
+writer of release 1873cc4), as a 2.0 file with the shipped entropy model's tables alone and, when
+the model has its network, as a 2.1 file. Files are compared whole (headers and index included);
+each is read back and must give the same tokens. Then the time of range coding plus decoding one
+33-frame chunk at 720p at each quality is set against the network's decode time for that chunk
+at the default precision (pause other CPU work for the timing).
 
-    python benchmarks/entropy_bench.py --out benchmarks/results/entropy-2026-11-30.json
+    python benchmarks/entropy_bench.py --out benchmarks/results/entropy-2026-11-30-coder2.json
 """
 
 from __future__ import annotations
@@ -51,51 +53,65 @@ def _file(tokens, bits: int, version, entropy, grid) -> bytes:
 
 
 def sizes(model, entropy, clips, frames: int) -> dict:
+    """Whole files: 1.1 (zstd), 2.0 (the tables alone, coder 1) and, when the model has its network,
+    2.1 (coder 2), each read back to the same tokens. ``ratio`` is the newest format's against 1.1."""
     qualities = model.config.quality_bits
     rows, ratios = [], {q: [] for q in qualities}
+    coders = {"2_0": entropy.base()} | ({"2_1": entropy} if entropy.net is not None else {})
     for clip in clips:
         tokens = clip_tokens(clip, model, max_frames=frames)
         grid = tokens.chunks[0].shape[2:]
         for quality, bits in qualities.items():
             old = _file(tokens, bits, (1, 1), None, grid)
-            new = _file(tokens, bits, (2, 0), entropy, grid)
-            reader = LfqReader(io.BytesIO(new), entropy_model=entropy)
-            assert all(np.array_equal(reader.read_chunk(i), c[:bits]) for i, c in enumerate(tokens.chunks))
-            ratio = len(new) / len(old)
-            ratios[quality].append(ratio)
-            rows.append({"clip": clip.name, "quality": quality, "bits": bits, "chunks": len(tokens.chunks),
-                         "frames": sum(tokens.frames), "bytes_1_1_zstd": len(old), "bytes_2_0": len(new),
-                         "ratio": round(ratio, 4),
-                         "context_chunks": sum(c.coder == 1 for c in reader.chunks)})  # fmt: skip
-            print(f"{clip.name:18} {quality:6} 1.1 {len(old):8d}  2.0 {len(new):8d}  ratio {ratio:.3f}", flush=True)
+            row = {"clip": clip.name, "quality": quality, "bits": bits, "chunks": len(tokens.chunks),
+                   "frames": sum(tokens.frames), "bytes_1_1_zstd": len(old)}  # fmt: skip
+            for name, coder in coders.items():
+                new = _file(tokens, bits, (2, 0), coder, grid)
+                reader = LfqReader(io.BytesIO(new), entropy_model=coder)
+                assert all(np.array_equal(reader.read_chunk(i), c[:bits]) for i, c in enumerate(tokens.chunks))
+                row |= {f"bytes_{name}": len(new), f"ratio_{name}": round(len(new) / len(old), 4),
+                        f"context_chunks_{name}": sum(c.coder != 0 for c in reader.chunks)}  # fmt: skip
+            row["ratio"] = row[f"ratio_{name}"]
+            ratios[quality].append(row["ratio"])
+            rows.append(row)
+            print(f"{clip.name:18} {quality:6} 1.1 {len(old):8d}  " + "  ".join(
+                f"{n.replace('_', '.')} {row[f'bytes_{n}']:8d} ({row[f'ratio_{n}']:.3f})" for n in coders), flush=True)  # fmt: skip
     means = {q: round(float(np.mean(r)), 4) for q, r in ratios.items()}
     print("mean ratio per quality:", means, flush=True)
     return {"per_clip": rows, "mean_ratio": means, "mean_reduction_percent": {q: round(100 * (1 - m), 1) for q, m in means.items()}}
 
 
 def timing(model, entropy, clip: Path, repeats: int) -> dict:
+    """Coding plus decoding one 33-frame chunk at each quality, against the network's decode of that
+    chunk with the default (automatic) precision."""
     tokens = clip_tokens(clip, model, max_frames=33)
     bits, frames = tokens.chunks[0], tokens.frames[0]
     torch.set_num_threads(os.cpu_count() or 1)
-    best = {"encode_s": 1e9, "decode_s": 1e9}
-    for _ in range(repeats):
-        started = time.perf_counter()
-        payload = encode_bits(bits, entropy)
-        best["encode_s"] = min(best["encode_s"], time.perf_counter() - started)
-        started = time.perf_counter()
-        decoded = np.stack(list(decode_bits(payload, bits.shape, entropy)), axis=1)
-        best["decode_s"] = min(best["decode_s"], time.perf_counter() - started)
-        assert np.array_equal(decoded, bits)
     codec = Codec(model, select_device("cpu"))
     started = time.perf_counter()
     with torch.no_grad():
         count = sum(len(block) for block in codec.decode_chunk(bits, frames, 720, 1280))
     network = time.perf_counter() - started
-    coding = best["encode_s"] + best["decode_s"]
-    result = {"clip": clip.name, "shape": list(bits.shape), "frames": count, "payload_bytes": len(payload),
-              **{k: round(v, 3) for k, v in best.items()}, "network_decode_s": round(network, 2),
-              "coding_share_of_network_decode": round(coding / network, 4),
-              "symbols_per_second_decode": round(bits.size / best["decode_s"])}  # fmt: skip
+    result = {"clip": clip.name, "shape": list(bits.shape), "frames": count, "network_precision": codec.mode.precision,
+              "network_decode_s": round(network, 2), "coders": {}}  # fmt: skip
+    for name, coder in {"coder_1": entropy.base(), "coder_2": entropy}.items():
+        if name == "coder_2" and entropy.net is None:
+            continue
+        for quality, b in model.config.quality_bits.items():
+            best = {"encode_s": 1e9, "decode_s": 1e9}
+            for _ in range(repeats):
+                started = time.perf_counter()
+                payload = encode_bits(bits[:b], coder)
+                best["encode_s"] = min(best["encode_s"], time.perf_counter() - started)
+                started = time.perf_counter()
+                decoded = np.stack(list(decode_bits(payload, bits[:b].shape, coder)), axis=1)
+                best["decode_s"] = min(best["decode_s"], time.perf_counter() - started)
+                assert np.array_equal(decoded, bits[:b])
+            coding = best["encode_s"] + best["decode_s"]
+            result["coders"][f"{name}_{quality}"] = {
+                "payload_bytes": len(payload), **{k: round(v, 3) for k, v in best.items()},
+                "coding_share_of_network_decode": round(coding / network, 4),
+                "symbols_per_second_decode": round(bits[:b].size / best["decode_s"])}  # fmt: skip
     print(json.dumps(result), flush=True)
     return result
 
@@ -121,7 +137,7 @@ def main() -> None:
         "sizes": sizes(model, entropy, CLIPS, args.frames),
     }
     if not args.no_timing:
-        record["timing_720p_high"] = timing(model, entropy, TIMING_CLIP, args.repeats)
+        record["timing_720p"] = timing(model, entropy, TIMING_CLIP, args.repeats)
     if args.out:
         args.out.write_text(json.dumps(record, indent=2, default=int) + "\n")
 

@@ -208,13 +208,13 @@ def info(src, as_json, max_pixels):
         f"bitrate:     {data['bits_per_pixel']:.4f} bits/pixel, {data['kbit_per_second']:.1f} kbit/s",
         f"updates:     {updates['count']} decoder updates, {updates['bytes']} bytes, {updates['chunks_covered']} chunks",
         f"chunks:      {len(data['chunks'])} of up to {data['gop']} frames",
-        "  index      offset       bytes  frames      coder  bits/token",
+        "  index      offset       bytes  frames        coder  bits/token",
     ]
     for c in data["chunks"]:
         last = c["first_frame"] + c["frames"] - 1
-        coder = "context" if c["coder"].startswith("context") else "zstd"
+        coder = ("context+net" if "network" in c["coder"] else "context") if c["coder"].startswith("context") else "zstd"
         lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}"
-                     f"  {coder:>9} {c['coded_bits_per_token']:11.3f}" + (f"  update {c['update']}" if c["update"] is not None else ""))
+                     f"  {coder:>11} {c['coded_bits_per_token']:11.3f}" + (f"  update {c['update']}" if c["update"] is not None else ""))
     click.echo("\n".join(lines))
 
 

@@ -39,19 +39,29 @@ def _progress(quiet: bool):
 @click.option("--frames", type=click.IntRange(1), default=65, show_default=True, help="Frames of each clip to use.")
 @click.option("--max-tokens", type=click.IntRange(1000), default=400_000, show_default=True,
               help="Tokens (drawn at random) the logistic fit uses.")
+@click.option("--network/--no-network", default=True, show_default=True,
+              help="Also fit coder 2's residual network (files 2.1) on top of the tables; --no-network: tables alone (2.0).")
+@click.option("--keep-tables", is_flag=True,
+              help="Keep the tables of the entropy model already at --out and fit only the network, so files coded "
+                   "with those tables alone keep their model.")  # fmt: skip
+@click.option("--hidden", type=click.IntRange(1, 256), default=16, show_default=True, help="The network's hidden units.")
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True, help="The network's training epochs.")
 @quiet_option
 @handle_errors
-def train_entropy(model, data_dirs, out, frames, max_tokens, quiet):
-    """Fit the context model that codes a tokenizer's bits in .lfq 2.0 (minutes on a CPU).
+def train_entropy(model, data_dirs, out, frames, max_tokens, network, keep_tables, hidden, epochs, quiet):
+    """Fit the context model that codes a tokenizer's bits in .lfq 2.x (minutes on a CPU).
 
     Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium and vtest are held out."""
     import logging
 
     from .checkpoint import load_model
+    from .entropy_fit import NetSettings
     from .entropy_fit import train_entropy as fit
 
     logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, format="%(asctime)s %(message)s")
-    path, fitted = fit(load_model(model), _training_data(data_dirs), out, frames, max_tokens, progress=_progress(quiet))
+    settings = NetSettings(hidden, epochs) if network else None
+    path, fitted = fit(load_model(model), _training_data(data_dirs), out, frames, max_tokens, progress=_progress(quiet),
+                       net=settings, keep_tables=keep_tables)  # fmt: skip
     click.echo(f"{path}: entropy model {fitted.model_id.hex()} for tokenizer {fitted.tokenizer_id.hex()}", err=True)
 
 

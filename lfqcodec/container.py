@@ -23,7 +23,7 @@ from .bitpack import pack_bits
 from .entropy import FittedModel, decode_bits, encode_bits
 from .errors import FormatError, ModelError
 from .header import (
-    CODER_CONTEXT, CODER_ZSTD, FLAG_CUT_CHUNKS, LIMITS, MAGIC, VERSIONS, Limits, StreamHeader, check,
+    CODER_CONTEXT, CODER_NET, CODER_ZSTD, FLAG_CUT_CHUNKS, LIMITS, MAGIC, VERSIONS, Limits, StreamHeader, check,
     decode_header, encode_header, encode_metadata, header_bytes_limit, validate_header,
 )  # fmt: skip
 from .records import (
@@ -44,8 +44,9 @@ class LfqWriter:
     index and the final header.
 
     ``version=(2, 0)`` (default) codes each chunk with ``entropy_model`` when one is given (and
-    falls back to zstd bit planes for a chunk where that is smaller), else with zstd bit planes;
-    ``version=(1, 1)`` writes the legacy format."""
+    falls back to zstd bit planes for a chunk where that is smaller), else with zstd bit planes; a
+    model with a residual network (coder 2) makes the file 2.1. ``version=(1, 1)`` writes the legacy
+    format."""
 
     def __init__(self, fileobj: BinaryIO, header: StreamHeader, zstd_level: int = 19,
                  version: tuple[int, int] = (2, 0), entropy_model: FittedModel | None = None):  # fmt: skip
@@ -60,8 +61,10 @@ class LfqWriter:
             raise FormatError(f"header metadata of {meta} bytes exceeds the {LIMITS.max_metadata}-byte limit")
         self.file = fileobj
         self.entropy_model = entropy_model
+        if entropy_model is not None and entropy_model.net is not None:
+            version = (2, 1)  # coder 2 is 2.1's
         self.header = replace(header, frame_count=0, chunk_count=0, version=version,
-                              coder=CODER_ZSTD if version[0] == 1 else CODER_CONTEXT,
+                              coder=CODER_ZSTD if version[0] == 1 else entropy_model.coder if entropy_model else CODER_CONTEXT,
                               entropy_id=entropy_model.model_id if entropy_model else bytes(16))  # fmt: skip
         validate_header(replace(self.header, gop=header.gop))
         self.compressor = zstandard.ZstdCompressor(level=zstd_level, write_checksum=True)
@@ -114,7 +117,7 @@ class LfqWriter:
         if self.entropy_model is not None:
             coded = encode_bits(bits, self.entropy_model)
             if len(coded) < len(payload):
-                payload, coder, raw = coded, CODER_CONTEXT, 0
+                payload, coder, raw = coded, self.entropy_model.coder, 0
         entry = ChunkEntry(len(self.entries), self._position(), 0, self.frames, frame_count, self._records,
                            self._update_for(len(self.entries)), coder)  # fmt: skip
         if h.version[0] == 1:
@@ -229,7 +232,8 @@ class LfqReader:
             check(frames_ok and first_chunk == n, f"chunk {n}: frame range does not match the header")
             update = self._covering_update(n) if self.v2 else -1
             check(count_or_update == update + 1, f"chunk {n}: update reference does not match the index")
-            check(coder in (CODER_ZSTD, CODER_CONTEXT) and (coder == CODER_ZSTD or self.v2), f"chunk {n}: unknown coder {coder}")
+            check(coder in (CODER_ZSTD, CODER_CONTEXT, CODER_NET)[: 1 + h.coder if self.v2 else 1],
+                  f"chunk {n}: unknown coder {coder}")  # fmt: skip
             covered = max(covered, n + 1)
             entries.append(ChunkEntry(n, offset, size, first, frames, i, update, coder))
             next_first = first + frames
@@ -278,16 +282,19 @@ class LfqReader:
         check(ok and (first, frames, stored_latent) == (entry.first_frame, entry.frame_count, latent),
               f"chunk {n}: header does not match the index")  # fmt: skip
         shape = (h.bits, latent, h.grid_height, h.grid_width)
-        if coder == CODER_CONTEXT:
+        if coder in (CODER_CONTEXT, CODER_NET):
             check(raw_size == 0, f"chunk {n}: payload size does not match the header")
-            return self._context_frames(payload, shape, n)
+            return self._context_frames(payload, shape, n, coder)
         check(raw_size == (h.chunk_bits(entry.frame_count) + 7) // 8, f"chunk {n}: payload size does not match the header")
         return self._zstd_frames(payload, raw_size, shape, n)
 
-    def _context_frames(self, payload: bytes, shape: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
+    def _context_frames(self, payload: bytes, shape: tuple[int, int, int, int], n: int, coder: int) -> Iterator[np.ndarray]:
         model = self.entropy_model
         if model is None or model.model_id != self.header.entropy_id:
             raise ModelError(f"chunk {n} needs entropy model {self.header.entropy_id.hex()}, which was not given")
+        if coder == CODER_NET and model.net is None:
+            raise ModelError(f"chunk {n} needs the residual network of entropy model {model.model_id.hex()}, which it lacks")
+        model = model if coder == CODER_NET else model.base()
         check(len(payload) % 4 == 0 and len(payload) <= 2 * int(np.prod(shape)) + 16,
               f"chunk {n}: range-coded payload has an impossible size")  # fmt: skip
         return _guarded(decode_bits(payload, shape, model), n)
@@ -340,7 +347,7 @@ def _guarded(frames: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
     """The range decoder's failures on a hostile (CRC-valid) payload, as ``FormatError``."""
     try:
         yield from frames
-    except (ValueError, RuntimeError, OverflowError) as exc:
+    except (ValueError, RuntimeError, OverflowError, AssertionError) as exc:  # constriction asserts on some
         raise FormatError(f"chunk {n}: range-coded payload is invalid ({exc})") from None
 
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import constriction
 import numpy as np
+
+from .entropy_net import NetState, ResidualNet
 
 PROB_BITS = 16  # probabilities of a 1 are q / 2^16, q in 1 .. 2^16 - 1
 Z_MAX = 4096  # logits in 1/256 nat, clamped to -Z_MAX .. Z_MAX before the sigmoid table
@@ -37,6 +39,7 @@ Z_SCALE = 256
 CONTEXTS = 3 * 9 * 6 * 4  # P x N x X x D
 _FREE = (1 << 24) - 2  # constriction's 24-bit precision minus one slot per symbol
 GAINS = np.array([16, 12, 20, 24, 32, 40, 48, 64], dtype=np.int32)  # logit gains in 1/16, 1.0 first
+SPENT_STRIDE = 4  # coder 2 adapts on every 4th symbol of each pass
 
 
 def sigmoid_table() -> np.ndarray:
@@ -71,6 +74,7 @@ class FittedModel:
     tokenizer_id: bytes
     name: str = ""
     cost: np.ndarray | None = None  # derived from ``sigmoid`` when not given
+    net: ResidualNet | None = None  # coder 2's residual network (FORMAT.md, "Coder 2")
 
     def __post_init__(self) -> None:
         if self.cost is None:
@@ -82,7 +86,21 @@ class FittedModel:
 
     @property
     def model_id(self) -> bytes:
-        """First 16 bytes of the SHA-256 of the parameters and the tokenizer id (FORMAT.md)."""
+        """The id a file names: :attr:`base_id` without a network, else the network's digest over it."""
+        return self.base_id if self.net is None else self.net.digest(self.base_id)
+
+    @property
+    def coder(self) -> int:
+        """The record coder this model codes chunks with: 1 (tables) or 2 (tables and network)."""
+        return 1 if self.net is None else 2
+
+    def base(self) -> FittedModel:
+        """The tables alone (coder 1), whose id is :attr:`base_id`."""
+        return self if self.net is None else replace(self, net=None)
+
+    @property
+    def base_id(self) -> bytes:
+        """First 16 bytes of the SHA-256 of the tables and the tokenizer id (FORMAT.md)."""
         digest = hashlib.sha256(self.tokenizer_id)
         for name in ("cost", "sigmoid", "table", "weights"):
             array = np.ascontiguousarray(getattr(self, name))
@@ -158,8 +176,12 @@ class _State:
         self.weights = model.weights.astype(np.float32)
         self.pairs = _coder_probabilities(model.sigmoid)
         self.cost = model.cost.astype(np.int64)
-        self.gain = np.full(self.bits, GAINS[0], dtype=np.int32)  # per plane, chosen by past latent frames
-        self.spent = np.zeros((self.bits, GAINS.size), dtype=np.int64)  # code length under each gain
+        self.cost_flat = self.cost.reshape(-1)  # cost[z + Z_MAX, y] at (z + Z_MAX) * 2 + y
+        self.net = None if model.net is None else NetState(model.net, self.bits, self.grid.positions,
+                                                            self.grid.neighbours[1], (h, w))  # fmt: skip
+        modes = 1 if self.net is None else 2  # coder 2: the network's logit (mode 0) or the tables' (mode 1)
+        self.choice = np.zeros(self.bits, dtype=np.int64)  # per plane: mode * len(GAINS) + gain index
+        self.spent = np.zeros((self.bits, modes * GAINS.size), dtype=np.int64)  # code length per choice
         self.prev: list[np.ndarray] | None = None
         self.begin_frame(None)
 
@@ -168,13 +190,18 @@ class _State:
         self.prev = None if prev_spatial is None else self.grid.split(prev_spatial)
         self.cur = [np.zeros((self.bits, idx.size), dtype=np.uint8) for idx in self.grid.positions]
         self.diff = [np.zeros(idx.size, dtype=np.int32) for idx in self.grid.positions]
-        self.logits: list[np.ndarray] = []  # per (k, phase), before the gain
+        self.signs = [np.zeros((self.bits, idx.size), dtype=np.float32) for idx in self.grid.positions]
+        self.logits: list[list[np.ndarray]] = []  # per (k, phase): the candidate logits before the gain
+        if self.net is not None:
+            self.net.begin_frame(prev_spatial)
 
     def contexts(self, k: int, phase: int) -> np.ndarray:
         """Context of each position of ``phase`` in plane ``k`` (FORMAT.md, "Contexts")."""
         if phase == 0 and k and self.prev is not None:
             for p in (0, 1):
                 self.diff[p] += self.cur[p][k - 1] != self.prev[p][k - 1]
+        if phase == 0 and k and self.net is not None:
+            self.net.plane_done(k - 1, [self.cur[0][k - 1], self.cur[1][k - 1]])
         if self.prev is None:  # first latent frame: X = 1s among the decoded neighbours
             x = 5 if phase == 0 else self.grid.count(1, self.cur[0][k])
         elif phase == 0:  # X = neighbours whose lower bits changed since the previous frame
@@ -187,10 +214,17 @@ class _State:
         """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase``."""
         z = self.table[k, self.contexts(k, phase)]
         if k:  # sum_j w[k, j] * (2 * bit_j - 1): small integers, exact in float32
-            z = z + self.weights[k, :k] @ (self.cur[phase][:k].astype(np.float32) * 2 - 1)
+            signs = self.signs[phase]
+            np.multiply(self.cur[phase][k - 1], 2, out=signs[k - 1], casting="unsafe")
+            signs[k - 1] -= 1
+            z += self.weights[k, :k] @ signs[:k]
         z = z.astype(np.int32)
-        self.logits.append(z)
-        z = np.clip((z * self.gain[k]) >> 4, -Z_MAX, Z_MAX)
+        candidates = [z]
+        if self.net is not None:
+            candidates.insert(0, z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None))
+        self.logits.append(candidates)
+        mode, gain = divmod(int(self.choice[k]), GAINS.size)
+        z = np.clip((candidates[mode] * GAINS[gain]) >> 4, -Z_MAX, Z_MAX)
         return self.pairs[z + Z_MAX]
 
     def end_frame(self) -> np.ndarray:
@@ -198,13 +232,21 @@ class _State:
         frame = np.zeros((self.bits, self.grid.h * self.grid.w), dtype=bool)
         for phase, idx in enumerate(self.grid.positions):
             frame[:, idx] = self.cur[phase]
-        if self.prev is not None and self.logits:  # adapt each plane's gain (FORMAT.md, "Context model")
-            for k in range(self.bits):
-                z = np.concatenate(self.logits[2 * k : 2 * k + 2])
-                y = np.concatenate([self.cur[0][k], self.cur[1][k]]).astype(np.int64)
-                zi = np.clip((z[None] * GAINS[:, None]) >> 4, -Z_MAX, Z_MAX) + Z_MAX
-                self.spent[k] += self.cost[zi, y[None]].sum(axis=1)
-            self.gain = GAINS[np.argmin(self.spent, axis=1)]
+        if self.prev is not None and self.logits:  # adapt each plane's choice (FORMAT.md, "Context model")
+            step = 1 if self.net is None else SPENT_STRIDE  # coder 2 counts every 4th symbol of each pass
+            z = np.stack([np.concatenate([np.stack(c)[:, ::step] for c in self.logits[2 * k : 2 * k + 2]], axis=1)
+                          for k in range(self.bits)], axis=1)  # fmt: skip  # modes x bits x n
+            y = np.concatenate([self.cur[0][:, ::step], self.cur[1][:, ::step]], axis=1).astype(np.int32)
+            zi = np.empty_like(z)
+            for i, gain in enumerate(GAINS):
+                np.multiply(z, gain, out=zi)
+                zi >>= 4
+                np.clip(zi, -Z_MAX, Z_MAX, out=zi)
+                zi += Z_MAX
+                zi *= 2
+                zi += y
+                self.spent[:, i :: GAINS.size] += np.take(self.cost_flat, zi).sum(axis=2).T
+            self.choice = np.argmin(self.spent, axis=1)
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
         self.begin_frame(frame)
         return frame
@@ -217,24 +259,37 @@ def _coder_probabilities(q: np.ndarray) -> np.ndarray:
     return np.stack([_FREE - one, one], axis=1).astype(np.float32)
 
 
+_HALF = _coder_probabilities(np.array([1 << 15]))  # the coder-2 mode symbol: P(1) = 1/2
+
+
 def _family():
     return constriction.stream.model.Categorical(perfect=False)
 
 
 def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
     """Range-code a chunk's bits (bool ``b x T' x gh x gw``); returns the payload (32-bit words,
-    little-endian)."""
+    little-endian). Coder 2 first codes the mode of latent frames 0 and 1, whichever of the network
+    and the tables codes them in fewer bits (FORMAT.md, "Coder 2")."""
     b, latent, h, w = bits.shape
     state = _State(model, (b, h, w))
-    symbols, pairs = [], []
+    symbols, pairs, early = [], [], []  # early: coder 2's (candidate logits, bits) of latent frames 0 and 1
     for t in range(latent):
         frame = state.grid.split(bits[:, t].astype(np.uint8))
         for k in range(b):
             for phase in (0, 1):
-                pairs.append(state.pairs_for(k, phase))
+                coded = state.pairs_for(k, phase)
+                if state.net is not None and t <= 1:
+                    early.append((state.logits[-1], frame[phase][k]))
+                else:
+                    pairs.append(coded)
+                    symbols.append(frame[phase][k])
                 state.cur[phase][k] = frame[phase][k]
-                symbols.append(frame[phase][k])
         state.end_frame()
+    if state.net is not None and latent:
+        spent = [sum(int(state.cost[np.clip(z[mode], -Z_MAX, Z_MAX) + Z_MAX, y].sum()) for z, y in early) for mode in (0, 1)]
+        mode = int(spent[1] < spent[0])
+        pairs = [_HALF] + [state.pairs[np.clip(z[mode], -Z_MAX, Z_MAX) + Z_MAX] for z, _ in early] + pairs
+        symbols = [np.array([mode], np.uint8)] + [y for _, y in early] + symbols
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols:
         encoder.encode(np.concatenate(symbols).astype(np.int32), _family(), np.concatenate(pairs))
@@ -250,6 +305,8 @@ def decode_bits(payload: bytes, shape: tuple[int, int, int, int], model: Entropy
     decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
     state = _State(model, (b, h, w))
     family = _family()
+    if state.net is not None and latent:
+        state.choice[:] = int(decoder.decode(family, _HALF)[0]) * GAINS.size  # mode of latent frames 0 and 1
     for _ in range(latent):
         for k in range(b):
             for phase in (0, 1):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -107,18 +108,41 @@ def training_clips(sources: Iterable, held_out: Iterable[str] = HELD_OUT) -> lis
     return clips
 
 
+@dataclass(frozen=True)
+class NetSettings:
+    """How ``train-entropy`` fits coder 2's residual network (:mod:`lfqcodec.entropy_netfit`)."""
+
+    hidden: int = 16
+    epochs: int = 30
+    samples_per_chunk: int = 120_000
+
+
 def train_entropy(tokenizer, sources: Iterable, out=None, frames: int = 65, max_tokens: int = 400_000,
-                  held_out: Iterable[str] = HELD_OUT, progress=None):  # fmt: skip
+                  held_out: Iterable[str] = HELD_OUT, progress=None, net: NetSettings | None = NetSettings(),
+                  keep_tables: bool = False):  # fmt: skip
     """Fit the entropy model for ``tokenizer`` (a :class:`~lfqcodec.checkpoint.LoadedModel`) on the
     first ``frames`` frames of each clip under ``sources`` and write it to ``out`` (default
-    ``models/<tokenizer name>.entropy``). Tokens are cached per tokenizer id
-    (:mod:`lfqcodec.token_cache`). Returns the written path and the fitted model."""
+    ``models/<tokenizer name>.entropy``): the tables, then (``net``) the residual network of coder 2.
+    ``keep_tables``: take the tables of the model already at ``out`` instead of refitting them (files
+    coded with those tables alone keep their model). Tokens are cached per tokenizer id (:mod:`lfqcodec.token_cache`). Returns the written path
+    and the fitted model."""
     from pathlib import Path
 
     from .checkpoint import MODELS_DIR
-    from .entropy_store import save_entropy_model
+    from .entropy_netfit import fit_net
+    from .entropy_store import load_entropy_model, save_entropy_model
     from .errors import LfqError
     from .token_cache import clip_tokens
+
+    out = Path(out) if out else MODELS_DIR / f"{tokenizer.name}.entropy"
+    installed = None
+    if keep_tables:
+        if not out.is_file():
+            raise LfqError(f"--keep-tables: no entropy model at {out} to take the tables from")
+        installed = load_entropy_model(out)
+        if installed.tokenizer_id != tokenizer.model_id:
+            raise LfqError(f"--keep-tables: {out} was fitted for tokenizer {installed.tokenizer_id.hex()}, "
+                           f"not {tokenizer.model_id.hex()}")  # fmt: skip
 
     clips = training_clips(sources, held_out)
     chunks, names = [], []
@@ -135,7 +159,14 @@ def train_entropy(tokenizer, sources: Iterable, out=None, frames: int = 65, max_
             names.append(clip.name)
     if not chunks:
         raise LfqError("no training clips found for train-entropy (pass --data)")
-    model = fit_model(chunks, tokenizer.model_id, f"{tokenizer.name}-entropy", max_tokens=max_tokens)
-    out = Path(out) if out else MODELS_DIR / f"{tokenizer.name}.entropy"
+    if installed is not None:
+        model = installed.base()
+    else:
+        model = fit_model(chunks, tokenizer.model_id, f"{tokenizer.name}-entropy", max_tokens=max_tokens)
+    if net is not None:
+        if progress:
+            progress(f"fitting the residual network ({net.hidden} hidden units, {net.epochs} epochs)")
+        qualities = tuple(tokenizer.config.quality_bits.values())
+        model = fit_net(chunks, model, net.hidden, net.epochs, net.samples_per_chunk, qualities)
     save_entropy_model(out, model, names)
     return out, model

@@ -13,10 +13,10 @@ import numpy as np
 from .atomic import atomic_output, check_destination
 from .decoding import check_size, open_reader
 from .errors import LfqError
-from .header import CODER_CONTEXT
+from .header import CODER_ZSTD
 from .records import TYPE_UPDATE
 
-CODERS = {0: "zstd bit planes", 1: "context model + range coder"}
+CODERS = {0: "zstd bit planes", 1: "context model + range coder", 2: "context model with network + range coder"}
 
 
 def read_info(path: str | os.PathLike) -> dict:
@@ -73,7 +73,7 @@ def read_info(path: str | os.PathLike) -> dict:
             },
             "skipped_records": [{"record": e.record, "type": e.type, "bytes": e.size}
                                 for e in reader.others if e.type != TYPE_UPDATE],  # fmt: skip
-            "context_coded_chunks": sum(c.coder == CODER_CONTEXT for c in reader.chunks),
+            "context_coded_chunks": sum(c.coder != CODER_ZSTD for c in reader.chunks),
         }
 
 

@@ -12,11 +12,12 @@ from fractions import Fraction
 from .errors import FormatError
 
 MAGIC = b"\x89LFQ\r\n\x1a\n"
-VERSIONS = {(1, 1), (2, 0)}  # what this writer produces; the reader takes any 1.x and 2.x
+VERSIONS = {(1, 1), (2, 0), (2, 1)}  # what this writer produces; the reader takes any 1.x and 2.x
 FLAG_CUT_CHUNKS = 0x1  # chunks may end early (at scene cuts): the index gives each chunk's frames
 KNOWN_FLAGS = FLAG_CUT_CHUNKS
 CODER_ZSTD = 0  # 1.x: bit planes packed and zstd-compressed
 CODER_CONTEXT = 1  # 2.0: context model + range coder
+CODER_NET = 2  # 2.1: context model with its residual network + range coder
 
 # "File header", fixed part (little-endian), the same in 1.x and 2.0 up to offset 92
 _HEADER = struct.Struct("<8sHHII16sIIIIIIIHHBBHIIIII")
@@ -119,8 +120,8 @@ def validate_header(h: StreamHeader, limits: Limits = LIMITS) -> None:
     check(h.grid_height == -(-h.height // h.spatial_factor) and h.grid_width == -(-h.width // h.spatial_factor),
           "latent grid does not match frame size")  # fmt: skip
     check(h.flags & ~KNOWN_FLAGS == 0, f"unknown header flags {h.flags:#x} (a newer format version?)")
-    expected_coder = CODER_ZSTD if h.version[0] == 1 else CODER_CONTEXT
-    check(h.coder == expected_coder, f"unknown coder {h.coder} for format {h.version[0]}.x")
+    coders = (CODER_ZSTD,) if h.version[0] == 1 else (CODER_CONTEXT, CODER_NET)
+    check(h.coder in coders, f"unknown coder {h.coder} for format {h.version[0]}.x")
     if h.cut_chunks:
         check(-(-h.frame_count // h.gop) <= h.chunk_count <= min(h.frame_count, limits.max_chunks),
               "chunk count does not fit the frame count and chunk length")  # fmt: skip

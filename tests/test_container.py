@@ -2,6 +2,7 @@ import hashlib
 import io
 import struct
 import zlib
+from dataclasses import replace
 from fractions import Fraction
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
 from lfqcodec.entropy import CONTEXTS, FittedModel, sigmoid_table
+from lfqcodec.entropy_net import ResidualNet
 from lfqcodec.errors import FormatError
 
 HEADER = StreamHeader(
@@ -35,6 +37,19 @@ def entropy_model(bits: int = 6, seed: int = 0) -> FittedModel:
     return FittedModel(table.astype(np.int32), weights, sigmoid_table(), bytes(range(16)), "test")
 
 
+def net_model(bits: int = 6, seed: int = 0, hidden: int = 8) -> FittedModel:
+    """:func:`entropy_model` with a fixed (not fitted), seeded residual network (coder 2) whose
+    weights are well inside the exactness bounds."""
+    rng = np.random.default_rng(seed + 100)
+    ints = lambda low, high, shape, dtype: rng.integers(low, high, shape).astype(dtype)  # noqa: E731
+    net = ResidualNet(w_prev=ints(-300, 300, (hidden, bits, 9), np.int16), w_cur=ints(-300, 300, (hidden, bits, 9), np.int16),
+                      w_own=ints(-300, 300, (hidden, 4), np.int16), w_logit=ints(-40, 40, hidden, np.int32),
+                      bias=ints(-2000, 2000, (bits, 2, 2, hidden), np.int32), out=ints(-60, 60, (bits, hidden), np.int16),
+                      out_bias=ints(-500, 500, bits, np.int32), shifts=np.array([6, 7], np.int32))  # fmt: skip
+    assert net.problems() is None
+    return replace(entropy_model(bits, seed), net=net)
+
+
 def _persistent_chunks(seed: int = 0, frames=FRAMES) -> list[np.ndarray]:
     """Bits that mostly repeat from one latent frame to the next (as video tokens do)."""
     rng = np.random.default_rng(seed)
@@ -51,8 +66,9 @@ def _persistent_chunks(seed: int = 0, frames=FRAMES) -> list[np.ndarray]:
 MODEL = entropy_model()
 # the layouts every parser test runs on: legacy 1.1, 2.0 with zstd chunks, 2.0 with the context
 # model, 2.0 with decoder updates
+NET_MODEL = net_model()
 LAYOUTS = {"1.1": ((1, 1), None, False), "2.0-zstd": ((2, 0), None, False), "2.0": ((2, 0), MODEL, False),
-           "2.0-update": ((2, 0), MODEL, True)}  # fmt: skip
+           "2.0-update": ((2, 0), MODEL, True), "2.1": ((2, 0), NET_MODEL, False)}  # fmt: skip
 
 
 def _file(chunks=None, level: int = 3, frames=FRAMES, layout: str = "1.1") -> bytes:
@@ -126,8 +142,8 @@ def test_roundtrip_tokens_exact():
     assert [c.first_frame for c in reader.chunks_for_frames(10, 9)] == [9, 18]
 
 
-def _read_all(data: bytes) -> None:
-    reader = LfqReader(io.BytesIO(data), entropy_model=MODEL)
+def _read_all(data: bytes, model: FittedModel = MODEL) -> None:
+    reader = LfqReader(io.BytesIO(data), entropy_model=model)
     for i in range(len(reader.chunks)):
         reader.read_chunk(i)
         reader.update_for_chunk(reader.chunks[i].index)
@@ -141,7 +157,7 @@ def test_every_truncation_is_rejected(frames, layout):
     data = _file(frames=frames, layout=layout)
     for cut in range(len(data)):
         with pytest.raises(FormatError):
-            _read_all(data[:cut])
+            _read_all(data[:cut], LAYOUTS[layout][1] or MODEL)
 
 
 @pytest.mark.parametrize("frames, layout", PARSER_CASES)
@@ -151,7 +167,7 @@ def test_every_single_byte_corruption_is_detected(frames, layout):
         damaged = bytearray(data)
         damaged[pos] ^= 0x10
         with pytest.raises(FormatError):
-            _read_all(bytes(damaged))
+            _read_all(bytes(damaged), LAYOUTS[layout][1] or MODEL)
 
 
 def test_clear_messages():

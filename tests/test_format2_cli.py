@@ -36,7 +36,7 @@ def test_train_entropy_then_encode_decode(tmp_path, tiny_model, monkeypatch):
     result = run("encode", clip, new, "--model", tiny_model, "--gop", "9", "-q")
     assert result.exit_code == 0 and "warning" not in result.output
     info = lfqcodec.read_info(new)
-    assert info["format_version"] == "2.0" and info["preset"] == "medium" and info["entropy_model"] != "0" * 32
+    assert info["format_version"] == "2.1" and info["preset"] == "medium" and info["entropy_model"] != "0" * 32
     assert lfqcodec.read_info(old)["format_version"] == "1.1"
     for path in (plain, new):  # the same tokens whatever the coder
         assert np.array_equal(lfqcodec.read_tokens(path).indices, lfqcodec.read_tokens(old).indices)
@@ -49,3 +49,25 @@ def test_train_entropy_then_encode_decode(tmp_path, tiny_model, monkeypatch):
     if info["context_coded_chunks"]:
         result = run("decode", new, tmp_path / "x.y4m", "--model", tiny_model, "-q")
         assert result.exit_code == 1 and "needs entropy model" in result.output
+
+
+def test_train_entropy_network_options(tmp_path, tiny_model):
+    """--no-network writes tables alone (2.0 files); --keep-tables then adds a network to them, and the
+    tables' id still finds the new file (2.0 files made before keep decoding)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    write_clip(data / "pattern.mkv", moving_pattern(17, 64, 96, seed=4))
+    out = tmp_path / "tiny.entropy"
+    result = run("train-entropy", "--model", tiny_model, "--data", data, "--out", out, "--keep-tables", "-q")
+    assert result.exit_code == 1 and "no entropy model at" in result.output
+    assert run("train-entropy", "--model", tiny_model, "--data", data, "--out", out, "--no-network", "-q").exit_code == 0
+    from lfqcodec.entropy_store import find_by_id, load_entropy_model
+
+    tables = load_entropy_model(out)
+    assert tables.net is None
+    result = run("train-entropy", "--model", tiny_model, "--data", data, "--out", out, "--keep-tables", "--hidden", "4",
+                 "--epochs", "1", "-q")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    full = load_entropy_model(out)
+    assert full.net is not None and full.base_id == tables.model_id and full.model_id != tables.model_id
+    assert find_by_id(tables.model_id, tmp_path).net is None

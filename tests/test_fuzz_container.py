@@ -8,21 +8,22 @@ import tracemalloc
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_container import CUT_FRAMES, MODEL, _file
+from test_container import CUT_FRAMES, MODEL, NET_MODEL, _file
 
 from lfqcodec.container import MAGIC, LfqReader
 from lfqcodec.errors import FormatError, ModelError
 
 VALID = _file()
 VALID_V2 = _file(frames=CUT_FRAMES, layout="2.0-update")  # context-coded chunks and decoder updates
+VALID_V21 = _file(frames=CUT_FRAMES, layout="2.1")  # chunks coded with the residual network (coder 2)
 MAX_BYTES = 32 << 20  # far above what a file of this size needs, far below a hostile header's claims
 
 
-def _parse(data: bytes, salvage: bool = False) -> None:
+def _parse(data: bytes, salvage: bool = False, model=MODEL) -> None:
     tracemalloc.start()
     started = time.perf_counter()
     try:
-        reader = LfqReader(io.BytesIO(data), salvage=salvage, entropy_model=MODEL)
+        reader = LfqReader(io.BytesIO(data), salvage=salvage, entropy_model=model)
         for i in range(len(reader.chunks)):
             reader.read_chunk(i)
             reader.update_for_chunk(reader.chunks[i].index)
@@ -55,6 +56,16 @@ def test_random_byte_changes_v2_and_salvage(changes, salvage):
     for position, value in changes:
         data[position] = value
     _parse(bytes(data), salvage)
+
+
+@fuzz
+@given(st.lists(st.tuples(st.integers(0, len(VALID_V21) - 1), st.integers(0, 255)), min_size=1, max_size=8),
+       st.booleans())  # fmt: skip
+def test_random_byte_changes_v21_and_salvage(changes, salvage):
+    data = bytearray(VALID_V21)
+    for position, value in changes:
+        data[position] = value
+    _parse(bytes(data), salvage, NET_MODEL)
 
 
 @fuzz

@@ -1,0 +1,186 @@
+"""The residual network of coder 2 (``docs/FORMAT.md``, "Context model", "Coder 2"): a one-hidden-layer
+integer network that corrects the fitted tables' logit of each bit from a wider context.
+
+For bit ``(k, t, y, x)`` in pass ``p`` it sees, as signs (``+1`` for a 1, ``-1`` for a 0, ``0`` for
+unknown or outside the grid):
+
+- every known plane ``j < b`` of the previous latent frame in the 3 x 3 around ``(y, x)``,
+- the current latent frame's planes ``j < k`` (decoded) in the 3 x 3 around ``(y, x)``,
+- in pass 1, plane ``k``'s 4 direct neighbours (decoded in pass 0),
+- the fitted tables' logit ``z0`` (clamped to ``+-4096``), and a bias per plane, pass and
+  first-latent-frame flag.
+
+Every weight is an integer and so is every input, so each sum is an integer; the file's bounds keep
+each partial sum under ``2^24`` in magnitude, where float32 is exact, so the big products run as
+float32 BLAS matrix products and still give the same integers on every machine and thread count.
+The hidden layer is ``clamp(floor(a / 2^S), 0, 2047)``, the correction ``floor((out[k] . h +
+out_bias[k]) / 2^P)`` in 1/256 nat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+EXACT = 1 << 24  # float32 represents every integer of smaller magnitude
+HIDDEN_MAX = 2047
+Z_INPUT = 4096  # |z0| fed to the network is clamped to this
+OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3 x 3 order: d = (dy + 1) * 3 + dx + 1
+NEIGHBOURS = ((-1, 0), (1, 0), (0, -1), (0, 1))  # own-plane inputs in pass 1: up, down, left, right
+
+
+@dataclass(frozen=True)
+class ResidualNet:
+    """Integer parameters (FORMAT.md, "Coder 2"). ``H`` hidden units, ``B`` planes."""
+
+    w_prev: np.ndarray  # int16 H x B x 9
+    w_cur: np.ndarray  # int16 H x B x 9
+    w_own: np.ndarray  # int16 H x 4
+    w_logit: np.ndarray  # int32 H
+    bias: np.ndarray  # int32 B x 2 x 2 x H (plane, pass, first latent frame)
+    out: np.ndarray  # int16 B x H
+    out_bias: np.ndarray  # int32 B
+    shifts: np.ndarray  # int32 [S, P]
+
+    ARRAYS = ("w_prev", "w_cur", "w_own", "w_logit", "bias", "out", "out_bias", "shifts")
+    DTYPES = {"w_prev": np.int16, "w_cur": np.int16, "w_own": np.int16, "w_logit": np.int32, "bias": np.int32,
+              "out": np.int16, "out_bias": np.int32, "shifts": np.int32}  # fmt: skip
+
+    @property
+    def hidden(self) -> int:
+        return self.w_own.shape[0]
+
+    @property
+    def bits(self) -> int:
+        return self.out.shape[0]
+
+    def problems(self) -> str | None:
+        """Why these arrays are not a valid network (shapes, types, the exactness bounds), or ``None``."""
+        h, b = self.hidden, self.bits
+        shapes = {"w_prev": (h, b, 9), "w_cur": (h, b, 9), "w_own": (h, 4), "w_logit": (h,), "bias": (b, 2, 2, h),
+                  "out": (b, h), "out_bias": (b,), "shifts": (2,)}  # fmt: skip
+        for name, shape in shapes.items():
+            array = getattr(self, name)
+            if array.shape != shape or array.dtype != self.DTYPES[name]:
+                return f"{name} has shape {array.shape} {array.dtype}, expected {shape} {np.dtype(self.DTYPES[name])}"
+        if not 1 <= h <= 256:
+            return f"{h} hidden units (1..256)"
+        s, p = (int(v) for v in self.shifts)
+        if not (0 <= s <= 30 and 0 <= p <= 30):
+            return f"shifts {s}, {p} out of range 0..30"
+        l1 = (np.abs(self.w_prev.astype(np.int64)).sum(axis=(1, 2)) + np.abs(self.w_cur.astype(np.int64)).sum(axis=(1, 2))
+              + np.abs(self.w_own.astype(np.int64)).sum(axis=1) + Z_INPUT * np.abs(self.w_logit.astype(np.int64))
+              + np.abs(self.bias.astype(np.int64)).max(axis=(0, 1, 2)))  # fmt: skip
+        if l1.max() >= EXACT:
+            return "hidden-unit weights too large for exact float32 sums"
+        if (np.abs(self.out.astype(np.int64)).sum(axis=1) * HIDDEN_MAX + np.abs(self.out_bias.astype(np.int64))).max() >= EXACT:
+            return "output weights too large for exact float32 sums"
+        return None
+
+    def digest(self, base_id: bytes) -> bytes:
+        """The coder-2 model id: SHA-256 over the base model's id and these arrays (FORMAT.md)."""
+        digest = hashlib.sha256(base_id)
+        for name in self.ARRAYS:
+            array = np.ascontiguousarray(getattr(self, name))
+            digest.update(f"{name}|{array.dtype.str}|{array.shape}\n".encode())
+            digest.update(array.astype(array.dtype.newbyteorder("<")).tobytes())
+        return digest.digest()[:16]
+
+
+def unfold_signs(planes: np.ndarray) -> np.ndarray:
+    """Signs of bool ``n x h x w`` planes in the 3 x 3 around each position, zero outside the grid:
+    float32 ``n x 9 x h*w`` (``OFFSETS`` order)."""
+    n, h, w = planes.shape
+    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
+    padded[:, 1:-1, 1:-1] = planes
+    padded[:, 1:-1, 1:-1] *= 2
+    padded[:, 1:-1, 1:-1] -= 1
+    out = np.empty((n, 9, h * w), dtype=np.float32)
+    for d, (dy, dx) in enumerate(OFFSETS):
+        out[:, d] = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(n, h * w)
+    return out
+
+
+def _window_index(h: int, w: int, positions: np.ndarray) -> np.ndarray:
+    """Where the 3 x 3 around each position lies in the zero-padded ``(h + 2) x (w + 2)`` grid,
+    flattened: ``9 x n``."""
+    y, x = np.divmod(positions, w)
+    return np.stack([(y + 1 + dy) * (w + 2) + x + 1 + dx for dy, dx in OFFSETS])
+
+
+class NetState:
+    """The network's running sums for one chunk: the previous latent frame's part of every hidden
+    unit (per pass) and the decoded planes' part, grown plane by plane."""
+
+    def __init__(self, net: ResidualNet, bits: int, positions: list[np.ndarray], neighbours: np.ndarray, shape: tuple[int, int]):
+        self.net, self.bits, self.positions, self.shape = net, bits, positions, shape
+        h, w = shape
+        hidden = net.hidden
+        self.windows = [_window_index(h, w, idx) for idx in positions]
+        self.window = np.concatenate(self.windows, axis=1)  # both passes, pass 0's positions first
+        self.split = positions[0].size
+        self.padded = np.zeros((bits, (h + 2) * (w + 2)), dtype=np.float32)  # signs, zero border
+        self.interior = self.padded.reshape(bits, h + 2, w + 2)[:, 1:-1, 1:-1]
+        self.w_prev = net.w_prev[:, :bits].reshape(hidden, bits * 9).astype(np.float32)
+        self.w_cur = net.w_cur.astype(np.float32)
+        # per plane, pass and first-frame flag: [w_logit, bias, w_own] against inputs [z0, 1, own signs]
+        self.w_small = np.zeros((bits, 2, 2, hidden, 6), dtype=np.float32)
+        self.w_small[..., 0] = net.w_logit
+        self.w_small[..., 1] = net.bias[:bits]
+        self.w_small[:, 1, :, :, 2:] = net.w_own
+        self.inputs = [np.ones((2 + 4 * phase, idx.size), dtype=np.float32) for phase, idx in enumerate(positions)]
+        self.neighbours = neighbours  # pass-1 positions' 4 direct neighbours among pass 0 (n0: outside)
+        self.own = np.zeros(positions[0].size + 1, dtype=np.float32)
+        self.out = net.out.astype(np.float32)
+        self.out_bias = net.out_bias.astype(np.float32)
+        self.hidden_scale = np.float32(2.0 ** -int(net.shifts[0]))
+        self.out_scale = np.float32(2.0 ** -int(net.shifts[1]))
+        self.first = True
+        self.all_sums = np.zeros((hidden, self.window.shape[1]), dtype=np.float32)
+        self.sums = [self.all_sums[:, : self.split], self.all_sums[:, self.split :]]  # views per pass
+        self.work = [np.zeros((hidden, idx.size), dtype=np.float32) for idx in positions]
+
+    def _signs(self, planes: np.ndarray, count: int) -> np.ndarray:
+        """Writes bool ``count x h x w`` planes as signs into the padded buffer; returns its rows."""
+        interior = self.interior[:count]
+        np.multiply(planes, 2, out=interior, casting="unsafe")
+        interior -= 1
+        return self.padded[:count]
+
+    def begin_frame(self, prev: np.ndarray | None) -> None:
+        """``prev``: the previous latent frame (bool ``bits x h x w``), ``None`` in the first."""
+        self.first = prev is None
+        if prev is None:
+            self.all_sums.fill(0)
+            return
+        padded = self._signs(prev, self.bits)
+        np.matmul(self.w_prev, np.take(padded, self.window, axis=1).reshape(self.bits * 9, -1), out=self.all_sums)
+
+    def plane_done(self, j: int, passes: list[np.ndarray]) -> None:
+        """Plane ``j`` of the current latent frame is decoded (its two passes' bits, uint8): add its part."""
+        padded = self.padded[0]  # the previous frame's signs are no longer needed
+        for window, bits in zip(self.windows, passes):
+            padded[window[4]] = bits * np.float32(2) - 1  # window[4]: the position itself
+        self.all_sums += self.w_cur[:, j] @ np.take(padded, self.window)
+
+    def correction(self, k: int, phase: int, z0: np.ndarray, pass0: np.ndarray | None) -> np.ndarray:
+        """The correction (int32, 1/256 nat) of plane ``k``'s ``phase`` symbols; ``pass0``: plane
+        ``k``'s pass-0 bits (uint8), needed in pass 1."""
+        inputs, a = self.inputs[phase], self.work[phase]
+        np.clip(z0, -Z_INPUT, Z_INPUT, out=inputs[0], casting="unsafe")
+        if phase:
+            np.multiply(pass0, 2, out=self.own[:-1], casting="unsafe")
+            self.own[:-1] -= 1
+            np.take(self.own, self.neighbours, out=inputs[2:])
+        np.matmul(self.w_small[k, phase, int(self.first), :, : inputs.shape[0]], inputs, out=a)
+        a += self.sums[phase]
+        a *= self.hidden_scale
+        np.floor(a, out=a)
+        np.maximum(a, 0, out=a)
+        np.minimum(a, HIDDEN_MAX, out=a)
+        r = self.out[k] @ a
+        r += self.out_bias[k]
+        r *= self.out_scale
+        return np.floor(r, out=r).astype(np.int32)

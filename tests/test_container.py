@@ -87,6 +87,7 @@ def _file(chunks=None, level: int = 3, frames=FRAMES, layout: str = "1.1") -> by
 @pytest.mark.parametrize("frames, golden, layout", [
     (FRAMES, "GOLDEN_SHA256", "1.1"), (CUT_FRAMES, "GOLDEN_CUT_SHA256", "1.1"), (FRAMES, "GOLDEN_V2_SHA256", "2.0"),
     (CUT_FRAMES, "GOLDEN_V2_UPDATE_SHA256", "2.0-update"), (FRAMES, "GOLDEN_V2_ZSTD_SHA256", "2.0-zstd"),
+    (FRAMES, "GOLDEN_V21_SHA256", "2.1"),
 ])  # fmt: skip
 def test_golden_bytes(frames, golden, layout):
     """Pins the format: if this hash changes, the bitstream changed (bump the version and the spec).
@@ -187,6 +188,7 @@ GOLDEN_CUT_SHA256 = "8002dad55e8c9f2c42e33c854e3782e1400ab0cec261201770e7ae15af5
 GOLDEN_V2_SHA256 = "f2d92b709a12a3d7208b328f013fcc201908fdbdb7161aa7d5ac042778a7f10c"
 GOLDEN_V2_UPDATE_SHA256 = "1ecc7a6e8d6bc2269f042d832b46088dc1051004af017019b16aabe46a77120f"
 GOLDEN_V2_ZSTD_SHA256 = "b4123b4cbf200fdfacc40635cf4ec68d10c448639e4b83d3ea0a04c74e51628c"
+GOLDEN_V21_SHA256 = "11c676e2d0771e1817dfb7c2c35051203797dcc3d201235795314482a0d29028"
 
 
 @pytest.mark.parametrize("layout", ["2.0", "2.0-update", "2.0-zstd"])

@@ -224,8 +224,11 @@ class _State:
             candidates.insert(0, z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None))
         self.logits.append(candidates)
         mode, gain = divmod(int(self.choice[k]), GAINS.size)
-        z = np.clip((candidates[mode] * GAINS[gain]) >> 4, -Z_MAX, Z_MAX)
-        return self.pairs[z + Z_MAX]
+        z = candidates[mode] * GAINS[gain]
+        z >>= 4
+        np.clip(z, -Z_MAX, Z_MAX, out=z)
+        z += Z_MAX
+        return np.take(self.pairs, z, axis=0)
 
     def end_frame(self) -> np.ndarray:
         """The finished latent frame (bool ``bits x h x w``); prepares the next."""

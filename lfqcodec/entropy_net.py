@@ -178,8 +178,7 @@ class NetState:
         a += self.sums[phase]
         a *= self.hidden_scale
         np.floor(a, out=a)
-        np.maximum(a, 0, out=a)
-        np.minimum(a, HIDDEN_MAX, out=a)
+        np.clip(a, 0, HIDDEN_MAX, out=a)
         r = self.out[k] @ a
         r += self.out_bias[k]
         r *= self.out_scale

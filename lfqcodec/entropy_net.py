@@ -141,6 +141,30 @@ class NetState:
         self.all_sums = np.zeros((hidden, self.window.shape[1]), dtype=np.float32)
         self.sums = [self.all_sums[:, : self.split], self.all_sums[:, self.split :]]  # views per pass
         self.work = [np.zeros((hidden, idx.size), dtype=np.float32) for idx in positions]
+        self.even = w % 2 == 0  # each row holds w / 2 positions of each pass: windows by slicing, not gathering
+        if self.even:
+            self.halves = [part.reshape(hidden, h, w // 2) for part in self.sums]
+            self.product = np.empty((hidden, h, w), dtype=np.float32)
+
+    def _windows(self, padded: np.ndarray) -> np.ndarray:
+        """The 3 x 3 windows of every position, by slicing ``n x (h + 2) x (w + 2)`` padded signs:
+        float32 ``n * 9 x h * w`` (raster order)."""
+        n, (h, w) = padded.shape[0], self.shape
+        out = np.empty((n, 9, h, w), dtype=np.float32)
+        for d, (dy, dx) in enumerate(OFFSETS):
+            out[:, d] = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
+        return out.reshape(n * 9, h * w)
+
+    def _to_passes(self, add: bool) -> None:
+        """``self.product`` (raster order) into the per-pass sums (even widths): row ``y`` of pass
+        ``p`` holds columns ``x = (y + p) % 2, + 2, ...``."""
+        for half, phase in zip(self.halves, (0, 1)):
+            for row in (0, 1):
+                source = self.product[:, row::2, (row + phase) % 2 :: 2]
+                if add:
+                    half[:, row::2] += source
+                else:
+                    half[:, row::2] = source
 
     def _signs(self, planes: np.ndarray, count: int) -> np.ndarray:
         """Writes bool ``count x h x w`` planes as signs into the padded buffer; returns its rows."""
@@ -156,11 +180,28 @@ class NetState:
             self.all_sums.fill(0)
             return
         padded = self._signs(prev, self.bits)
+        if self.even:
+            h, w = self.shape
+            windows = self._windows(padded.reshape(self.bits, h + 2, w + 2))
+            np.matmul(self.w_prev, windows, out=self.product.reshape(self.net.hidden, -1))
+            self._to_passes(add=False)
+            return
         np.matmul(self.w_prev, np.take(padded, self.window, axis=1).reshape(self.bits * 9, -1), out=self.all_sums)
 
     def plane_done(self, j: int, passes: list[np.ndarray]) -> None:
         """Plane ``j`` of the current latent frame is decoded (its two passes' bits, uint8): add its part."""
         padded = self.padded[0]  # the previous frame's signs are no longer needed
+        if self.even:
+            h, w = self.shape
+            interior = self.interior[0]
+            for phase, bits in enumerate(passes):
+                bits = bits.reshape(h, w // 2)
+                for row in (0, 1):
+                    np.multiply(bits[row::2], 2, out=interior[row::2, (row + phase) % 2 :: 2], casting="unsafe")
+            interior -= 1
+            np.matmul(self.w_cur[:, j], self._windows(padded.reshape(1, h + 2, w + 2)), out=self.product.reshape(self.net.hidden, -1))
+            self._to_passes(add=True)
+            return
         for window, bits in zip(self.windows, passes):
             padded[window[4]] = bits * np.float32(2) - 1  # window[4]: the position itself
         self.all_sums += self.w_cur[:, j] @ np.take(padded, self.window)

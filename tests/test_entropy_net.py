@@ -16,7 +16,7 @@ from test_container import HEADER, _persistent_chunks, net_model
 
 from lfqcodec.container import LfqReader, LfqWriter
 from lfqcodec.entropy import decode_bits, encode_bits
-from lfqcodec.entropy_net import ResidualNet
+from lfqcodec.entropy_net import NetState, ResidualNet
 from lfqcodec.entropy_fit import fit_model
 from lfqcodec.entropy_netfit import fit_net
 from lfqcodec.entropy_store import find_by_id, load_entropy_model, save_entropy_model
@@ -46,6 +46,24 @@ def test_roundtrip_saturated_network():
     _roundtrip(_persistent_chunks(2, [33])[0], replace(model, net=big))
     over = replace(big, w_logit=np.full_like(net.w_logit, 4000))
     assert "too large" in over.problems()
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 6, 8), (6, 3, 5, 10), (6, 3, 1, 2), (3, 2, 7, 4)])
+def test_even_widths_slice_as_the_general_path_gathers(shape, monkeypatch):
+    """Grids of even width take the network's 3 x 3 windows by slicing; the bytes are those of the
+    general (gathering) path."""
+    rng = np.random.default_rng(sum(shape))
+    bits = rng.random(shape) > 0.5
+    bits[:, 1:] = bits[:, :1] ^ (rng.random((shape[0], shape[1] - 1, *shape[2:])) < 0.1)
+    sliced = _roundtrip(bits, net_model())
+    original = NetState.__init__
+
+    def general(self, *args):
+        original(self, *args)
+        self.even = False
+
+    monkeypatch.setattr(NetState, "__init__", general)
+    assert encode_bits(bits, net_model()) == sliced
 
 
 def test_golden_payload():

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,6 +40,20 @@ def cached_chunks(model_id: bytes, keep) -> dict[str, list[np.ndarray]]:
             with np.load(path) as data:
                 out[stem] = [data[f"c{i}"] for i in range(int(data["count"]))]
     return out
+
+
+def probe_material():
+    """(tokenizer, its installed entropy model, training chunks, held-out chunks by clip) from the
+    token cache; exits when the cache lacks them."""
+    torch.set_num_threads(2)
+    tokenizer = load_model()
+    entropy = find_for_tokenizer(tokenizer.model_id, MODELS_DIR)
+    held = set(HELD_OUT)
+    train = [c for chunks in cached_chunks(tokenizer.model_id, lambda s: s not in held).values() for c in chunks]
+    evaluated = cached_chunks(tokenizer.model_id, lambda s: s in EVALUATED)
+    if not train or len(evaluated) < len(EVALUATED):
+        sys.exit("token cache incomplete: run lfqcodec train-entropy and benchmarks/entropy_bench.py first")
+    return tokenizer, entropy, train, evaluated
 
 
 def features(chunk: np.ndarray, bits: int, window: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,14 +125,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--sample", type=float, nargs="+", default=[1.0, 0.12], help="fraction of training bits, per --bits")
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    tokenizer = load_model()
-    entropy = find_for_tokenizer(tokenizer.model_id, MODELS_DIR)
-    held = set(HELD_OUT)
-    train = [c for chunks in cached_chunks(tokenizer.model_id, lambda s: s not in held).values() for c in chunks]
-    evaluated = cached_chunks(tokenizer.model_id, lambda s: s in EVALUATED)
-    if not train or len(evaluated) < len(EVALUATED):
-        sys.exit("token cache incomplete: run lfqcodec train-entropy and benchmarks/entropy_bench.py first")
+    tokenizer, entropy, train, evaluated = probe_material()
     print(f"# python {' '.join(sys.argv)}  ({time.strftime('%Y-%m-%d')}, tokenizer {tokenizer.model_id.hex()}, "
           f"entropy model {entropy.model_id.hex()}; bytes are ideal code lengths of the clips' first 65 frames)")
     for bits, sample in zip(args.bits, args.sample + args.sample[-1:] * len(args.bits)):

@@ -20,13 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.entropy import GAINS, _State
-from lfqcodec.entropy_fit import HELD_OUT
-from lfqcodec.entropy_store import find_for_tokenizer
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from entropy_context_probe import EVALUATED, cached_chunks  # noqa: E402
+from entropy_context_probe import probe_material
 
 
 def chunk_features(chunk: np.ndarray, bits: int, entropy, model_bits: int = 32):
@@ -109,12 +106,8 @@ def main() -> None:
     parser.add_argument("--sample", type=float, default=0.05)
     parser.add_argument("--eval-bits", type=int, nargs="+", default=[4, 16, 32])
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    tokenizer = load_model()
-    entropy = find_for_tokenizer(tokenizer.model_id, MODELS_DIR)
-    held = set(HELD_OUT)
-    train = [c for chunks in cached_chunks(tokenizer.model_id, lambda s: s not in held).values() for c in chunks]
-    evaluated = cached_chunks(tokenizer.model_id, lambda s: s in EVALUATED)
+    _, entropy, train, evaluated = probe_material()
+    entropy = entropy.base()
     rng = np.random.default_rng(0)
     started = time.time()
     xs, ys = [], []

@@ -10,7 +10,6 @@ import click
 from .cli_common import device_option, handle_errors, quiet_option
 from .errors import LfqError
 
-
 _data_option = click.option(
     "--data", "data_dirs", multiple=True, type=click.Path(exists=True, path_type=Path),
     help="Folder (or file) of training videos and images; repeatable [default: ~/.cache/lfqcodec/data].",

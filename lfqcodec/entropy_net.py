@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 
@@ -44,8 +45,8 @@ class ResidualNet:
     out_bias: np.ndarray  # int32 B
     shifts: np.ndarray  # int32 [S, P]
 
-    ARRAYS = ("w_prev", "w_cur", "w_own", "w_logit", "bias", "out", "out_bias", "shifts")
-    DTYPES = {"w_prev": np.int16, "w_cur": np.int16, "w_own": np.int16, "w_logit": np.int32, "bias": np.int32,
+    ARRAYS: ClassVar[tuple[str, ...]] = ("w_prev", "w_cur", "w_own", "w_logit", "bias", "out", "out_bias", "shifts")
+    DTYPES: ClassVar[dict] = {"w_prev": np.int16, "w_cur": np.int16, "w_own": np.int16, "w_logit": np.int32, "bias": np.int32,
               "out": np.int16, "out_bias": np.int32, "shifts": np.int32}  # fmt: skip
 
     @property

@@ -131,7 +131,7 @@ def quantise(net: FloatNet) -> ResidualNet:
     if qa < qh:
         raise ValueError("residual network weights too large to quantise")
     prev, cur, own = w[:, : 9 * bits], w[:, 9 * bits : 18 * bits], w[:, 18 * bits :]
-    as_int = lambda x, q, dtype: np.round(x * 2.0**q).astype(dtype)  # noqa: E731
+    as_int = lambda x, q, dtype: np.round(x * 2.0**q).astype(dtype)
     result = ResidualNet(
         w_prev=as_int(prev, qa, np.int16).reshape(hidden, bits, 9), w_cur=as_int(cur, qa, np.int16).reshape(hidden, bits, 9),
         w_own=as_int(own, qa, np.int16), w_logit=as_int(u, qa - 8, np.int32),

@@ -41,7 +41,7 @@ def net_model(bits: int = 6, seed: int = 0, hidden: int = 8) -> FittedModel:
     """:func:`entropy_model` with a fixed (not fitted), seeded residual network (coder 2) whose
     weights are well inside the exactness bounds."""
     rng = np.random.default_rng(seed + 100)
-    ints = lambda low, high, shape, dtype: rng.integers(low, high, shape).astype(dtype)  # noqa: E731
+    ints = lambda low, high, shape, dtype: rng.integers(low, high, shape).astype(dtype)
     net = ResidualNet(w_prev=ints(-300, 300, (hidden, bits, 9), np.int16), w_cur=ints(-300, 300, (hidden, bits, 9), np.int16),
                       w_own=ints(-300, 300, (hidden, 4), np.int16), w_logit=ints(-40, 40, hidden, np.int32),
                       bias=ints(-2000, 2000, (bits, 2, 2, hidden), np.int32), out=ints(-60, 60, (bits, hidden), np.int16),
@@ -248,7 +248,7 @@ def test_update_rules_in_the_writer():
 
 def test_unknown_record_types(tmp_path):
     """Types >= 0x8000 are skipped; an unknown type below that is refused (FORMAT.md, "Records")."""
-    import lfqcodec.records as records
+    from lfqcodec import records
 
     for kind, readable in ((0x8001, True), (7, False)):
         buf = io.BytesIO()

@@ -16,8 +16,8 @@ from test_container import HEADER, _persistent_chunks, net_model
 
 from lfqcodec.container import LfqReader, LfqWriter
 from lfqcodec.entropy import decode_bits, encode_bits
-from lfqcodec.entropy_net import NetState, ResidualNet
 from lfqcodec.entropy_fit import fit_model
+from lfqcodec.entropy_net import NetState, ResidualNet
 from lfqcodec.entropy_netfit import fit_net
 from lfqcodec.entropy_store import find_by_id, load_entropy_model, save_entropy_model
 from lfqcodec.errors import FormatError, ModelError
@@ -149,8 +149,8 @@ def test_entropy_file_v2(tmp_path):
     assert all(np.array_equal(getattr(loaded.net, n), getattr(model.net, n)) for n in ResidualNet.ARRAYS)
     assert find_by_id(model.base_id, tmp_path).net is None
     bad = replace(model, net=replace(model.net, w_logit=np.full_like(model.net.w_logit, 4096)))
-    from safetensors.numpy import load_file, save_file
     from safetensors import safe_open
+    from safetensors.numpy import load_file, save_file
 
     tensors = load_file(str(path))
     tensors["net.w_logit"] = bad.net.w_logit

@@ -202,8 +202,9 @@ def info(src, as_json, max_pixels):
         f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
         f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
         f"{data['factors']['spatial']} (t x h x w)",
-        "coder:       " + (f"context model {data['entropy_model']} ({data['context_coded_chunks']} of "
-                            f"{len(data['chunks'])} chunks; the rest zstd bit planes)"
+        "coder:       " + (f"context model{' + network' if any('network' in c['coder'] for c in data['chunks']) else ''} "
+                            f"{data['entropy_model']} ({data['context_coded_chunks']} of {len(data['chunks'])} chunks"
+                            + ("; the rest zstd bit planes)" if data["context_coded_chunks"] < len(data["chunks"]) else ")")
                             if data["context_coded_chunks"] else "zstd bit planes"),
         f"bitrate:     {data['bits_per_pixel']:.4f} bits/pixel, {data['kbit_per_second']:.1f} kbit/s",
         f"updates:     {updates['count']} decoder updates, {updates['bytes']} bytes, {updates['chunks_covered']} chunks",

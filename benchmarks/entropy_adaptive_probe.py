@@ -40,7 +40,7 @@ def code_lengths(chunk: np.ndarray, model, weight: float) -> tuple[float, float]
             for phase in (0, 1):
                 pairs = state.pairs_for(k, phase).astype(np.float64)
                 p = pairs[:, 1] / pairs.sum(axis=1)
-                z = np.clip((state.logits[-1][-1] * GAINS[state.choice[k] % GAINS.size]) >> 4, -Z_MAX, Z_MAX)
+                z = np.clip((state.last[-1] * GAINS[state.choice[k] % GAINS.size]) >> 4, -Z_MAX, Z_MAX)
                 bucket = (z + Z_MAX) * (BUCKETS - 1) // (2 * Z_MAX)
                 y = frame[phase][k]
                 later = int(t > 0)

@@ -47,7 +47,7 @@ def chunk_features(chunk: np.ndarray, bits: int, entropy, model_bits: int = 32):
             onehot[k] = 1
             for phase in (0, 1):
                 state.pairs_for(k, phase)
-                z0 = torch.from_numpy(state.logits[-1][-1].astype(np.float32))
+                z0 = torch.from_numpy(state.last[-1].astype(np.float32))
                 state.cur[phase][k] = frame[phase][k]
                 own = torch.zeros(h * w)
                 if phase:

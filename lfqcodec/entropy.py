@@ -144,17 +144,17 @@ class _Grid:
         return [flat[..., idx] for idx in self.positions]
 
     def pn(self, prev: np.ndarray | None, bits: int) -> list[np.ndarray]:
-        """``P * 9 + N`` per plane and pass (int32 ``bits x n_phase``) from the previous latent
+        """``P * 9 + N`` per plane and pass (uint8 ``bits x n_phase``) from the previous latent
         frame (bool ``bits x h x w``, or ``None`` in the first latent frame: ``P = 2, N = 0``)."""
         if prev is None:
-            return [np.full((bits, idx.size), 18, dtype=np.int32) for idx in self.positions]
-        padded = np.zeros((bits, self.h + 2, self.w + 2), dtype=np.int32)
+            return [np.full((bits, idx.size), 18, dtype=np.uint8) for idx in self.positions]
+        padded = np.zeros((bits, self.h + 2, self.w + 2), dtype=np.uint8)  # values stay under 27
         padded[:, 1:-1, 1:-1] = prev
-        n8 = -padded[:, 1:-1, 1:-1].copy()
+        n8 = padded[:, 1:-1, 1:-1] * np.uint8(8)  # P * 9 + N = 8 P + (the 3 x 3 sum, P included)
         for dy in (0, 1, 2):
             for dx in (0, 1, 2):
                 n8 += padded[:, dy : dy + self.h, dx : dx + self.w]
-        return self.split(prev.astype(np.int32) * 9 + n8)
+        return self.split(n8)
 
     def count(self, phase: int, other: np.ndarray) -> np.ndarray:
         """How many of the 4 neighbours of each ``phase`` position are set in ``other`` (values of
@@ -181,6 +181,7 @@ class _State:
                                                             self.grid.neighbours[1], (h, w))  # fmt: skip
         modes = 1 if self.net is None else 2  # coder 2: the network's logit (mode 0) or the tables' (mode 1)
         self.choice = np.zeros(self.bits, dtype=np.int64)  # per plane: mode * len(GAINS) + gain index
+        self.stride = 1 if self.net is None else SPENT_STRIDE  # coder 2 counts every 4th symbol of each pass
         self.spent = np.zeros((self.bits, modes * GAINS.size), dtype=np.int64)  # code length per choice
         self.prev: list[np.ndarray] | None = None
         self.begin_frame(None)
@@ -208,7 +209,7 @@ class _State:
             x = 5 if k == 0 else self.grid.count(0, self.diff[1] > 0)
         else:  # X = decoded neighbours whose bit k changed
             x = self.grid.count(1, self.cur[0][k] != self.prev[0][k])
-        return (self.base[phase][k] * 6 + x) * 4 + np.minimum(self.diff[phase], 3)
+        return (self.base[phase][k].astype(np.int32) * 6 + x) * 4 + np.minimum(self.diff[phase], 3)
 
     def pairs_for(self, k: int, phase: int) -> np.ndarray:
         """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase``."""
@@ -222,7 +223,8 @@ class _State:
         candidates = [z]
         if self.net is not None:
             candidates.insert(0, z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None))
-        self.logits.append(candidates)
+        self.last = candidates  # every symbol's candidates (the encoder's mode choice reads them)
+        self.logits.append(np.stack(candidates)[:, :: self.stride])  # what the adaptation counts
         mode, gain = divmod(int(self.choice[k]), GAINS.size)
         z = candidates[mode] * GAINS[gain]
         z >>= 4
@@ -236,19 +238,17 @@ class _State:
         for phase, idx in enumerate(self.grid.positions):
             frame[:, idx] = self.cur[phase]
         if self.prev is not None and self.logits:  # adapt each plane's choice (FORMAT.md, "Context model")
-            step = 1 if self.net is None else SPENT_STRIDE  # coder 2 counts every 4th symbol of each pass
-            z = np.stack([np.concatenate([np.stack(c)[:, ::step] for c in self.logits[2 * k : 2 * k + 2]], axis=1)
-                          for k in range(self.bits)], axis=1)  # fmt: skip  # modes x bits x n
-            y = np.concatenate([self.cur[0][:, ::step], self.cur[1][:, ::step]], axis=1).astype(np.int32)
-            zi = np.empty_like(z)
-            for i, gain in enumerate(GAINS):
-                np.multiply(z, gain, out=zi)
+            for k in range(self.bits):  # plane by plane: memory of one plane's logits per gain
+                z = np.concatenate(self.logits[2 * k : 2 * k + 2], axis=1)  # modes x n
+                y = np.concatenate([self.cur[0][k, :: self.stride], self.cur[1][k, :: self.stride]]).astype(np.int32)
+                zi = np.empty((GAINS.size, *z.shape), dtype=np.int32)
+                np.multiply(z[None], GAINS[:, None, None], out=zi)
                 zi >>= 4
                 np.clip(zi, -Z_MAX, Z_MAX, out=zi)
                 zi += Z_MAX
                 zi *= 2
                 zi += y
-                self.spent[:, i :: GAINS.size] += np.take(self.cost_flat, zi).sum(axis=2).T
+                self.spent[k] += np.take(self.cost_flat, zi).sum(axis=2).T.reshape(-1)  # mode * 8 + gain
             self.choice = np.argmin(self.spent, axis=1)
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
         self.begin_frame(frame)
@@ -282,7 +282,7 @@ def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
             for phase in (0, 1):
                 coded = state.pairs_for(k, phase)
                 if state.net is not None and t <= 1:
-                    early.append((state.logits[-1], frame[phase][k]))
+                    early.append((state.last, frame[phase][k]))
                 else:
                     pairs.append(coded)
                     symbols.append(frame[phase][k])

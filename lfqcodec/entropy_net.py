@@ -26,6 +26,7 @@ from typing import ClassVar
 import numpy as np
 
 EXACT = 1 << 24  # float32 represents every integer of smaller magnitude
+BAND = 1 << 22  # window values (16 MiB) per band of the previous latent frame's product
 HIDDEN_MAX = 2047
 Z_INPUT = 4096  # |z0| fed to the network is clamped to this
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3 x 3 order: d = (dy + 1) * 3 + dx + 1
@@ -115,13 +116,17 @@ class NetState:
     """The network's running sums for one chunk: the previous latent frame's part of every hidden
     unit (per pass) and the decoded planes' part, grown plane by plane."""
 
+    SLICING: ClassVar[bool] = True  # even widths take windows by slicing (tests compare with gathering)
+
     def __init__(self, net: ResidualNet, bits: int, positions: list[np.ndarray], neighbours: np.ndarray, shape: tuple[int, int]):
         self.net, self.bits, self.positions, self.shape = net, bits, positions, shape
         h, w = shape
         hidden = net.hidden
-        self.windows = [_window_index(h, w, idx) for idx in positions]
-        self.window = np.concatenate(self.windows, axis=1)  # both passes, pass 0's positions first
         self.split = positions[0].size
+        self.even = self.SLICING and w % 2 == 0  # rows hold w / 2 positions of each pass: windows by slicing
+        if not self.even:  # where each position's 3 x 3 window lies in the padded grid, both passes
+            self.windows = [_window_index(h, w, idx) for idx in positions]
+            self.window = np.concatenate(self.windows, axis=1)
         self.padded = np.zeros((bits, (h + 2) * (w + 2)), dtype=np.float32)  # signs, zero border
         self.interior = self.padded.reshape(bits, h + 2, w + 2)[:, 1:-1, 1:-1]
         self.w_prev = net.w_prev[:, :bits].reshape(hidden, bits * 9).astype(np.float32)
@@ -139,33 +144,23 @@ class NetState:
         self.hidden_scale = np.float32(2.0 ** -int(net.shifts[0]))
         self.out_scale = np.float32(2.0 ** -int(net.shifts[1]))
         self.first = True
-        self.all_sums = np.zeros((hidden, self.window.shape[1]), dtype=np.float32)
+        self.all_sums = np.zeros((hidden, h * w), dtype=np.float32)
         self.sums = [self.all_sums[:, : self.split], self.all_sums[:, self.split :]]  # views per pass
         self.work = [np.zeros((hidden, idx.size), dtype=np.float32) for idx in positions]
-        self.even = w % 2 == 0  # each row holds w / 2 positions of each pass: windows by slicing, not gathering
-        if self.even:
-            self.halves = [part.reshape(hidden, h, w // 2) for part in self.sums]
-            self.product = np.empty((hidden, h, w), dtype=np.float32)
+        self.product = np.empty((hidden, h * w), dtype=np.float32)
 
-    def _windows(self, padded: np.ndarray) -> np.ndarray:
-        """The 3 x 3 windows of every position, by slicing ``n x (h + 2) x (w + 2)`` padded signs:
-        float32 ``n * 9 x h * w`` (raster order)."""
-        n, (h, w) = padded.shape[0], self.shape
-        out = np.empty((n, 9, h, w), dtype=np.float32)
+    def _pass_windows(self, padded: np.ndarray) -> list[np.ndarray]:
+        """The 3 x 3 windows of each pass's positions, by slicing ``n x (rows + 2) x (w + 2)`` padded
+        signs of an even number of rows from an even row (even widths: row ``y`` of pass ``p`` holds
+        columns ``x = (y + p) % 2, + 2, ...``): float32 ``n * 9 x rows * w / 2`` per pass."""
+        n, h, w = padded.shape[0], padded.shape[1] - 2, self.shape[1]
+        out = [np.empty((n, 9, h, w // 2), dtype=np.float32) for _ in (0, 1)]
         for d, (dy, dx) in enumerate(OFFSETS):
-            out[:, d] = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w]
-        return out.reshape(n * 9, h * w)
-
-    def _to_passes(self, add: bool) -> None:
-        """``self.product`` (raster order) into the per-pass sums (even widths): row ``y`` of pass
-        ``p`` holds columns ``x = (y + p) % 2, + 2, ...``."""
-        for half, phase in zip(self.halves, (0, 1)):
-            for row in (0, 1):
-                source = self.product[:, row::2, (row + phase) % 2 :: 2]
-                if add:
-                    half[:, row::2] += source
-                else:
-                    half[:, row::2] = source
+            for phase in (0, 1):
+                for row in (0, 1):
+                    first = 1 + dx + (row + phase) % 2
+                    out[phase][:, d, row::2] = padded[:, 1 + dy + row : 1 + dy + h : 2, first : first + w - 1 : 2]
+        return [part.reshape(n * 9, -1) for part in out]
 
     def _signs(self, planes: np.ndarray, count: int) -> np.ndarray:
         """Writes bool ``count x h x w`` planes as signs into the padded buffer; returns its rows."""
@@ -181,13 +176,19 @@ class NetState:
             self.all_sums.fill(0)
             return
         padded = self._signs(prev, self.bits)
-        if self.even:
-            h, w = self.shape
-            windows = self._windows(padded.reshape(self.bits, h + 2, w + 2))
-            np.matmul(self.w_prev, windows, out=self.product.reshape(self.net.hidden, -1))
-            self._to_passes(add=False)
+        (h, w), half = self.shape, self.shape[1] // 2
+        if self.even:  # in bands of rows, so the windows stay small whatever the frame size
+            grid = padded.reshape(self.bits, h + 2, w + 2)
+            rows = max(2, BAND // (self.bits * 9 * w) // 2 * 2)
+            for y in range(0, h, rows):
+                band = grid[:, y : min(h, y + rows) + 2]
+                for s, windows in zip(self.sums, self._pass_windows(band)):
+                    s[:, y * half : y * half + windows.shape[1]] = self.w_prev @ windows
             return
-        np.matmul(self.w_prev, np.take(padded, self.window, axis=1).reshape(self.bits * 9, -1), out=self.all_sums)
+        step = max(1, BAND // (self.bits * 9))
+        for at in range(0, h * w, step):
+            windows = np.take(padded, self.window[:, at : at + step], axis=1)
+            self.all_sums[:, at : at + step] = self.w_prev @ windows.reshape(self.bits * 9, -1)
 
     def plane_done(self, j: int, passes: list[np.ndarray]) -> None:
         """Plane ``j`` of the current latent frame is decoded (its two passes' bits, uint8): add its part."""
@@ -200,12 +201,13 @@ class NetState:
                 for row in (0, 1):
                     np.multiply(bits[row::2], 2, out=interior[row::2, (row + phase) % 2 :: 2], casting="unsafe")
             interior -= 1
-            np.matmul(self.w_cur[:, j], self._windows(padded.reshape(1, h + 2, w + 2)), out=self.product.reshape(self.net.hidden, -1))
-            self._to_passes(add=True)
-            return
-        for window, bits in zip(self.windows, passes):
-            padded[window[4]] = bits * np.float32(2) - 1  # window[4]: the position itself
-        self.all_sums += self.w_cur[:, j] @ np.take(padded, self.window)
+            for windows, at in zip(self._pass_windows(padded.reshape(1, h + 2, w + 2)), (0, self.split)):
+                np.matmul(self.w_cur[:, j], windows, out=self.product[:, at : at + windows.shape[1]])
+        else:
+            for window, bits in zip(self.windows, passes):
+                padded[window[4]] = bits * np.float32(2) - 1  # window[4]: the position itself
+            np.matmul(self.w_cur[:, j], np.take(padded, self.window), out=self.product)
+        self.all_sums += self.product
 
     def correction(self, k: int, phase: int, z0: np.ndarray, pass0: np.ndarray | None) -> np.ndarray:
         """The correction (int32, 1/256 nat) of plane ``k``'s ``phase`` symbols; ``pass0``: plane

@@ -42,7 +42,7 @@ def chunk_samples(chunk: np.ndarray, bits: int, tables: FittedModel, rate: float
         for k in range(bits):
             for phase, idx in enumerate(state.grid.positions):
                 state.pairs_for(k, phase)
-                z0 = state.logits[-1][-1]
+                z0 = state.last[-1]
                 take = np.flatnonzero(rng.random(idx.size) < rate)
                 pos = idx[take]
                 lower = np.zeros((take.size, model_bits, 9), dtype=np.int8)

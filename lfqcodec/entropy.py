@@ -176,7 +176,7 @@ class _State:
         self.weights = model.weights.astype(np.float32)
         self.pairs = _coder_probabilities(model.sigmoid)
         self.cost = model.cost.astype(np.int64)
-        self.cost_flat = self.cost.reshape(-1)  # cost[z + Z_MAX, y] at (z + Z_MAX) * 2 + y
+        self.cost_flat = model.cost.astype(np.int32).reshape(-1)  # cost[z + Z_MAX, y] at (z + Z_MAX) * 2 + y
         self.net = None if model.net is None else NetState(model.net, self.bits, self.grid.positions,
                                                             self.grid.neighbours[1], (h, w))  # fmt: skip
         modes = 1 if self.net is None else 2  # coder 2: the network's logit (mode 0) or the tables' (mode 1)
@@ -228,7 +228,8 @@ class _State:
         mode, gain = divmod(int(self.choice[k]), GAINS.size)
         z = candidates[mode] * GAINS[gain]
         z >>= 4
-        np.clip(z, -Z_MAX, Z_MAX, out=z)
+        np.maximum(z, -Z_MAX, out=z)  # two ufuncs: np.clip's wrapper costs more than the work here
+        np.minimum(z, Z_MAX, out=z)
         z += Z_MAX
         return np.take(self.pairs, z, axis=0)
 
@@ -244,11 +245,12 @@ class _State:
                 zi = np.empty((GAINS.size, *z.shape), dtype=np.int32)
                 np.multiply(z[None], GAINS[:, None, None], out=zi)
                 zi >>= 4
-                np.clip(zi, -Z_MAX, Z_MAX, out=zi)
+                np.maximum(zi, -Z_MAX, out=zi)
+                np.minimum(zi, Z_MAX, out=zi)
                 zi += Z_MAX
                 zi *= 2
                 zi += y
-                self.spent[k] += np.take(self.cost_flat, zi).sum(axis=2).T.reshape(-1)  # mode * 8 + gain
+                self.spent[k] += np.take(self.cost_flat, zi).sum(axis=2, dtype=np.int64).T.reshape(-1)  # mode * 8 + gain
             self.choice = np.argmin(self.spent, axis=1)
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
         self.begin_frame(frame)

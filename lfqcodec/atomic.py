@@ -20,6 +20,7 @@ import contextlib
 import errno
 import os
 import secrets
+import signal
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,12 +86,27 @@ def _fsync_folder(folder: Path) -> None:
 
 
 @contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM (where the OS can) while a temporary file is created and its name
+    recorded, so that Ctrl-C or a kill cannot land between the two and leave the file behind."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextlib.contextmanager
 def _replace_on_success(dst: Path) -> Iterator[tuple[Path, int]]:
     """Yield ``(temporary path, write descriptor)``; on a clean exit fsync the file, rename it to
     ``dst`` and fsync the folder. On any exception the temporary file is removed."""
-    tmp, fd = _create_temp(dst)
-    renamed = False
+    tmp, fd, renamed = None, -1, False
     try:
+        with _signals_held():
+            tmp, fd = _create_temp(dst)
         yield tmp, fd
         if not stat.S_ISREG(os.lstat(tmp).st_mode):  # the writer must not have swapped the file
             raise OSError(errno.EINVAL, "temporary file was replaced while writing", str(tmp))
@@ -103,7 +119,7 @@ def _replace_on_success(dst: Path) -> Iterator[tuple[Path, int]]:
     finally:
         if fd >= 0:
             os.close(fd)
-        if not renamed:
+        if tmp is not None and not renamed:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
 

@@ -122,6 +122,7 @@ class _Grid:
         self.h, self.w = h, w
         self.positions = [np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]
         self.neighbours = [self._neighbours(phase) for phase in (0, 1)]
+        self.count_buffer = [np.zeros(idx.size + 1, dtype=np.int8) for idx in self.positions]  # per pass + "outside"
 
     def _neighbours(self, phase: int) -> np.ndarray:
         """For each position of ``phase``: where its 4 direct neighbours (all of the other pass) are
@@ -159,8 +160,10 @@ class _Grid:
     def count(self, phase: int, other: np.ndarray) -> np.ndarray:
         """How many of the 4 neighbours of each ``phase`` position are set in ``other`` (values of
         the other pass, ``n_other``)."""
-        padded = np.append(other.astype(np.int32), 0)
-        return padded[self.neighbours[phase]].sum(axis=0, dtype=np.int32)
+        padded = self.count_buffer[1 - phase]
+        np.copyto(padded[:-1], other, casting="unsafe")  # the last slot stays 0: "outside"
+        near = np.take(padded, self.neighbours[phase])
+        return (near[0] + near[1] + near[2] + near[3]).astype(np.int32)
 
 
 class _State:
@@ -213,7 +216,7 @@ class _State:
 
     def pairs_for(self, k: int, phase: int) -> np.ndarray:
         """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase``."""
-        z = self.table[k, self.contexts(k, phase)]
+        z = np.take(self.table[k], self.contexts(k, phase))
         if k:  # sum_j w[k, j] * (2 * bit_j - 1): small integers, exact in float32
             signs = self.signs[phase]
             np.multiply(self.cur[phase][k - 1], 2, out=signs[k - 1], casting="unsafe")

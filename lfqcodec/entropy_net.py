@@ -12,7 +12,8 @@ unknown or outside the grid):
 
 Every weight is an integer and so is every input, so each sum is an integer; the file's bounds keep
 each partial sum under ``2^24`` in magnitude, where float32 is exact, so the big products run as
-float32 BLAS matrix products and still give the same integers on every machine and thread count.
+float32 BLAS matrix products and still give the same integers on every machine and thread count
+(the hidden layer's weights are pre-scaled by ``2^-S``: a power of two keeps every value exact).
 The hidden layer is ``clamp(floor(a / 2^S), 0, 2047)``, the correction ``floor((out[k] . h +
 out_bias[k]) / 2^P)`` in 1/256 nat.
 """
@@ -129,19 +130,22 @@ class NetState:
             self.window = np.concatenate(self.windows, axis=1)
         self.padded = np.zeros((bits, (h + 2) * (w + 2)), dtype=np.float32)  # signs, zero border
         self.interior = self.padded.reshape(bits, h + 2, w + 2)[:, 1:-1, 1:-1]
-        self.w_prev = net.w_prev[:, :bits].reshape(hidden, bits * 9).astype(np.float32)
-        self.w_cur = net.w_cur.astype(np.float32)
+        scale = np.float32(2.0 ** -int(net.shifts[0]))  # a / 2^S is exact in float32: weights come pre-scaled
+        self.w_prev = net.w_prev[:, :bits].reshape(hidden, bits * 9).astype(np.float32) * scale
+        self.w_cur = net.w_cur.astype(np.float32) * scale
         # per plane, pass and first-frame flag: [w_logit, bias, w_own] against inputs [z0, 1, own signs]
         self.w_small = np.zeros((bits, 2, 2, hidden, 6), dtype=np.float32)
         self.w_small[..., 0] = net.w_logit
         self.w_small[..., 1] = net.bias[:bits]
         self.w_small[:, 1, :, :, 2:] = net.w_own
+        self.w_small *= scale
+        self.w_small = [[[np.ascontiguousarray(self.w_small[k, p, f, :, : 2 + 4 * p]) for f in (0, 1)] for p in (0, 1)]
+                        for k in range(bits)]  # fmt: skip
         self.inputs = [np.ones((2 + 4 * phase, idx.size), dtype=np.float32) for phase, idx in enumerate(positions)]
         self.neighbours = neighbours  # pass-1 positions' 4 direct neighbours among pass 0 (n0: outside)
         self.own = np.zeros(positions[0].size + 1, dtype=np.float32)
         self.out = net.out.astype(np.float32)
         self.out_bias = net.out_bias.astype(np.float32)
-        self.hidden_scale = np.float32(2.0 ** -int(net.shifts[0]))
         self.out_scale = np.float32(2.0 ** -int(net.shifts[1]))
         self.first = True
         self.all_sums = np.zeros((hidden, h * w), dtype=np.float32)
@@ -213,19 +217,15 @@ class NetState:
         """The correction (int32, 1/256 nat) of plane ``k``'s ``phase`` symbols; ``pass0``: plane
         ``k``'s pass-0 bits (uint8), needed in pass 1."""
         inputs, a = self.inputs[phase], self.work[phase]
-        np.copyto(inputs[0], z0, casting="unsafe")
-        np.maximum(inputs[0], -Z_INPUT, out=inputs[0])  # two ufuncs: cheaper than np.clip's wrapper
-        np.minimum(inputs[0], Z_INPUT, out=inputs[0])
+        np.copyto(inputs[0], np.clip(z0, -Z_INPUT, Z_INPUT), casting="unsafe")  # clamped as integers: fast
         if phase:
             np.multiply(pass0, 2, out=self.own[:-1], casting="unsafe")
             self.own[:-1] -= 1
             np.take(self.own, self.neighbours, out=inputs[2:])
-        np.matmul(self.w_small[k, phase, int(self.first), :, : inputs.shape[0]], inputs, out=a)
+        np.matmul(self.w_small[k][phase][int(self.first)], inputs, out=a)
         a += self.sums[phase]
-        a *= self.hidden_scale
         np.floor(a, out=a)
-        np.maximum(a, 0, out=a)
-        np.minimum(a, HIDDEN_MAX, out=a)
+        np.clip(a, np.float32(0), np.float32(HIDDEN_MAX), out=a)  # one pass (float max/min are slow here)
         r = self.out[k] @ a
         r += self.out_bias[k]
         r *= self.out_scale

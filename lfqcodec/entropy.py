@@ -223,13 +223,19 @@ class _State:
             signs[k - 1] -= 1
             z += self.weights[k, :k] @ signs[:k]
         z = z.astype(np.int32)
-        candidates = [z]
-        if self.net is not None:
-            candidates.insert(0, z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None))
-        self.last = candidates  # every symbol's candidates (the encoder's mode choice reads them)
-        self.logits.append(np.stack(candidates)[:, :: self.stride])  # what the adaptation counts
         mode, gain = divmod(int(self.choice[k]), GAINS.size)
-        z = candidates[mode] * GAINS[gain]
+        if self.net is None:
+            self.last = [z]
+            self.logits.append(z[None])
+        elif mode == 0:  # the network codes this plane: its correction for every symbol
+            self.last = [z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None), z]
+            self.logits.append(np.stack(self.last)[:, :: self.stride])  # what the adaptation counts
+        else:  # the tables code it: the network's logit only where the adaptation counts
+            counted = z[:: self.stride]
+            net = counted + self.net.correction(k, phase, z, self.cur[0][k] if phase else None, self.stride)
+            self.last = [None, z]
+            self.logits.append(np.stack([net, counted]))
+        z = self.last[mode] * GAINS[gain]
         z >>= 4
         np.maximum(z, -Z_MAX, out=z)  # two ufuncs: np.clip's wrapper costs more than the work here
         np.minimum(z, Z_MAX, out=z)

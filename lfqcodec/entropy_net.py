@@ -213,17 +213,18 @@ class NetState:
             np.matmul(self.w_cur[:, j], np.take(padded, self.window), out=self.product)
         self.all_sums += self.product
 
-    def correction(self, k: int, phase: int, z0: np.ndarray, pass0: np.ndarray | None) -> np.ndarray:
-        """The correction (int32, 1/256 nat) of plane ``k``'s ``phase`` symbols; ``pass0``: plane
-        ``k``'s pass-0 bits (uint8), needed in pass 1."""
-        inputs, a = self.inputs[phase], self.work[phase]
-        np.copyto(inputs[0], np.clip(z0, -Z_INPUT, Z_INPUT), casting="unsafe")  # clamped as integers: fast
+    def correction(self, k: int, phase: int, z0: np.ndarray, pass0: np.ndarray | None, step: int = 1) -> np.ndarray:
+        """The correction (int32, 1/256 nat) of plane ``k``'s ``phase`` symbols, of every ``step``-th
+        one (where only the adaptation needs it); ``pass0``: plane ``k``'s pass-0 bits (uint8),
+        needed in pass 1."""
+        inputs, a = self.inputs[phase][:, ::step], self.work[phase][:, : -(-z0.size // step)]
+        np.copyto(inputs[0], np.clip(z0[::step], -Z_INPUT, Z_INPUT), casting="unsafe")  # clamped as integers: fast
         if phase:
             np.multiply(pass0, 2, out=self.own[:-1], casting="unsafe")
             self.own[:-1] -= 1
-            np.take(self.own, self.neighbours, out=inputs[2:])
+            np.take(self.own, self.neighbours[:, ::step], out=inputs[2:])
         np.matmul(self.w_small[k][phase][int(self.first)], inputs, out=a)
-        a += self.sums[phase]
+        a += self.sums[phase][:, ::step]
         np.floor(a, out=a)
         np.clip(a, np.float32(0), np.float32(HIDDEN_MAX), out=a)  # one pass (float max/min are slow here)
         r = self.out[k] @ a

@@ -65,6 +65,20 @@ def test_even_widths_slice_as_the_general_path_gathers(shape, monkeypatch):
     assert encode_bits(bits, net_model()) == sliced
 
 
+def test_tables_chosen_where_the_network_is_wrong():
+    """A network that always says "1" loses to the tables: the stream's mode symbol picks the tables
+    for latent frames 0 and 1, the planes keep choosing them (the decoder then evaluates the network
+    only where the adaptation counts), and the payload stays near the tables' own (within 15 % on
+    this 7 x 13 grid, where coder 2's adaptation counts only a quarter of 91 tokens per latent frame)."""
+    model = net_model()
+    wrong = replace(model, net=replace(model.net, out=np.zeros_like(model.net.out),
+                                       out_bias=np.full_like(model.net.out_bias, 1 << 20), shifts=np.array([6, 0], np.int32)))  # fmt: skip
+    assert wrong.net.problems() is None
+    bits = _persistent_chunks(8, [33])[0]
+    coded = _roundtrip(bits, wrong)
+    assert len(coded) <= 1.15 * len(encode_bits(bits, model.base()))
+
+
 def test_golden_payload():
     """Pins coder 2's integer rules (FORMAT.md, "Coder 2")."""
     payload = encode_bits(_persistent_chunks(7, [33])[0], net_model())

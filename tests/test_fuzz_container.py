@@ -49,23 +49,15 @@ def test_random_byte_changes(changes):
 
 
 @fuzz
-@given(st.lists(st.tuples(st.integers(0, len(VALID_V2) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       st.booleans())  # fmt: skip
-def test_random_byte_changes_v2_and_salvage(changes, salvage):
-    data = bytearray(VALID_V2)
+@given(st.sampled_from(["2.0", "2.1"]), st.data(), st.booleans())
+def test_random_byte_changes_v2_and_salvage(layout, data, salvage):
+    """2.0 (context-coded chunks and decoder updates) and 2.1 (coder-2 chunks)."""
+    valid, model = {"2.0": (VALID_V2, MODEL), "2.1": (VALID_V21, NET_MODEL)}[layout]
+    changes = data.draw(st.lists(st.tuples(st.integers(0, len(valid) - 1), st.integers(0, 255)), min_size=1, max_size=8))
+    damaged = bytearray(valid)
     for position, value in changes:
-        data[position] = value
-    _parse(bytes(data), salvage)
-
-
-@fuzz
-@given(st.lists(st.tuples(st.integers(0, len(VALID_V21) - 1), st.integers(0, 255)), min_size=1, max_size=8),
-       st.booleans())  # fmt: skip
-def test_random_byte_changes_v21_and_salvage(changes, salvage):
-    data = bytearray(VALID_V21)
-    for position, value in changes:
-        data[position] = value
-    _parse(bytes(data), salvage, NET_MODEL)
+        damaged[position] = value
+    _parse(bytes(damaged), salvage, model)
 
 
 @fuzz

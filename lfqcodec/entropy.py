@@ -178,14 +178,15 @@ class _State:
         self.table = model.table.astype(np.float32)
         self.weights = model.weights.astype(np.float32)
         self.pairs = _coder_probabilities(model.sigmoid)
-        self.cost = model.cost.astype(np.int64)
-        self.cost_flat = model.cost.astype(np.int32).reshape(-1)  # cost[z + Z_MAX, y] at (z + Z_MAX) * 2 + y
+        self.cost_flat = model.cost.astype(np.int32).reshape(-1)  # cost[row, y] at row * 2 + y
         self.net = None if model.net is None else NetState(model.net, self.bits, self.grid.positions,
                                                             self.grid.neighbours[1], (h, w))  # fmt: skip
         modes = 1 if self.net is None else 2  # coder 2: the network's logit (mode 0) or the tables' (mode 1)
         self.choice = np.zeros(self.bits, dtype=np.int64)  # per plane: mode * len(GAINS) + gain index
         self.stride = 1 if self.net is None else SPENT_STRIDE  # coder 2 counts every 4th symbol of each pass
         self.spent = np.zeros((self.bits, modes * GAINS.size), dtype=np.int64)  # code length per choice
+        # signs of the current frame's lower planes (row k - 1 is written before plane k reads rows < k)
+        self.signs = [np.zeros((self.bits, idx.size), dtype=np.float32) for idx in self.grid.positions]
         self.prev: list[np.ndarray] | None = None
         self.begin_frame(None)
 
@@ -194,8 +195,7 @@ class _State:
         self.prev = None if prev_spatial is None else self.grid.split(prev_spatial)
         self.cur = [np.zeros((self.bits, idx.size), dtype=np.uint8) for idx in self.grid.positions]
         self.diff = [np.zeros(idx.size, dtype=np.int32) for idx in self.grid.positions]
-        self.signs = [np.zeros((self.bits, idx.size), dtype=np.float32) for idx in self.grid.positions]
-        self.logits: list[list[np.ndarray]] = []  # per (k, phase): the candidate logits before the gain
+        self.logits: list[np.ndarray] = []  # per (k, phase): modes x counted symbols, logits before the gain
         if self.net is not None:
             self.net.begin_frame(prev_spatial)
 
@@ -235,12 +235,13 @@ class _State:
             net = counted + self.net.correction(k, phase, z, self.cur[0][k] if phase else None, self.stride)
             self.last = [None, z]
             self.logits.append(np.stack([net, counted]))
-        z = self.last[mode] * GAINS[gain]
-        z >>= 4
-        np.maximum(z, -Z_MAX, out=z)  # two ufuncs: np.clip's wrapper costs more than the work here
-        np.minimum(z, Z_MAX, out=z)
-        z += Z_MAX
-        return np.take(self.pairs, z, axis=0)
+        return np.take(self.pairs, _table_row(self.last[mode], GAINS[gain]), axis=0)
+
+    def code_lengths(self, rows: np.ndarray, bits: np.ndarray) -> np.ndarray:
+        """``cost[rows, bits]`` (int32, 1/256 bit): the code lengths of ``bits`` at those table rows."""
+        rows *= 2
+        rows += bits
+        return np.take(self.cost_flat, rows)
 
     def end_frame(self) -> np.ndarray:
         """The finished latent frame (bool ``bits x h x w``); prepares the next."""
@@ -250,16 +251,9 @@ class _State:
         if self.prev is not None and self.logits:  # adapt each plane's choice (FORMAT.md, "Context model")
             for k in range(self.bits):  # plane by plane: memory of one plane's logits per gain
                 z = np.concatenate(self.logits[2 * k : 2 * k + 2], axis=1)  # modes x n
-                y = np.concatenate([self.cur[0][k, :: self.stride], self.cur[1][k, :: self.stride]]).astype(np.int32)
-                zi = np.empty((GAINS.size, *z.shape), dtype=np.int32)
-                np.multiply(z[None], GAINS[:, None, None], out=zi)
-                zi >>= 4
-                np.maximum(zi, -Z_MAX, out=zi)
-                np.minimum(zi, Z_MAX, out=zi)
-                zi += Z_MAX
-                zi *= 2
-                zi += y
-                self.spent[k] += np.take(self.cost_flat, zi).sum(axis=2, dtype=np.int64).T.reshape(-1)  # mode * 8 + gain
+                y = np.concatenate([self.cur[0][k, :: self.stride], self.cur[1][k, :: self.stride]])
+                cost = self.code_lengths(_table_row(z[None], GAINS[:, None, None]), y)  # gains x modes x n
+                self.spent[k] += cost.sum(axis=2, dtype=np.int64).T.reshape(-1)  # mode * 8 + gain
             self.choice = np.argmin(self.spent, axis=1)
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
         self.begin_frame(frame)
@@ -274,6 +268,17 @@ def _coder_probabilities(q: np.ndarray) -> np.ndarray:
 
 
 _HALF = _coder_probabilities(np.array([1 << 15]))  # the coder-2 mode symbol: P(1) = 1/2
+
+
+def _table_row(z: np.ndarray, gain=GAINS[0]) -> np.ndarray:
+    """``clamp(floor(z * gain / 16), -Z_MAX, Z_MAX) + Z_MAX`` (a new int32 array, ``gain`` may broadcast):
+    the row of the sigmoid and cost tables for logits ``z`` at that gain (FORMAT.md, "Context model")."""
+    row = z * gain
+    row >>= 4
+    np.maximum(row, -Z_MAX, out=row)  # two ufuncs: np.clip's wrapper costs more than the work here
+    np.minimum(row, Z_MAX, out=row)
+    row += Z_MAX
+    return row
 
 
 def _family():
@@ -300,9 +305,9 @@ def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
                 state.cur[phase][k] = frame[phase][k]
         state.end_frame()
     if state.net is not None and latent:
-        spent = [sum(int(state.cost[np.clip(z[mode], -Z_MAX, Z_MAX) + Z_MAX, y].sum()) for z, y in early) for mode in (0, 1)]
+        spent = [sum(int(state.code_lengths(_table_row(z[m]), y).sum()) for z, y in early) for m in (0, 1)]
         mode = int(spent[1] < spent[0])
-        pairs = [_HALF] + [state.pairs[np.clip(z[mode], -Z_MAX, Z_MAX) + Z_MAX] for z, _ in early] + pairs
+        pairs = [_HALF] + [np.take(state.pairs, _table_row(z[mode]), axis=0) for z, _ in early] + pairs
         symbols = [np.array([mode], np.uint8)] + [y for _, y in early] + symbols
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols:

@@ -92,20 +92,6 @@ class ResidualNet:
         return digest.digest()[:16]
 
 
-def unfold_signs(planes: np.ndarray) -> np.ndarray:
-    """Signs of bool ``n x h x w`` planes in the 3 x 3 around each position, zero outside the grid:
-    float32 ``n x 9 x h*w`` (``OFFSETS`` order)."""
-    n, h, w = planes.shape
-    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
-    padded[:, 1:-1, 1:-1] = planes
-    padded[:, 1:-1, 1:-1] *= 2
-    padded[:, 1:-1, 1:-1] -= 1
-    out = np.empty((n, 9, h * w), dtype=np.float32)
-    for d, (dy, dx) in enumerate(OFFSETS):
-        out[:, d] = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(n, h * w)
-    return out
-
-
 def _window_index(h: int, w: int, positions: np.ndarray) -> np.ndarray:
     """Where the 3 x 3 around each position lies in the zero-padded ``(h + 2) x (w + 2)`` grid,
     flattened: ``9 x n``."""

@@ -18,11 +18,25 @@ import torch
 import torch.nn.functional as F
 
 from .entropy import FittedModel, _State
-from .entropy_net import EXACT, HIDDEN_MAX, NEIGHBOURS, Z_INPUT, ResidualNet, unfold_signs
+from .entropy_net import EXACT, HIDDEN_MAX, NEIGHBOURS, OFFSETS, Z_INPUT, ResidualNet
 
 log = logging.getLogger(__name__)
 
 HIDDEN_SCALE_BITS = 6  # the hidden layer's integers are 1/64 of the float activations
+
+
+def unfold_signs(planes: np.ndarray) -> np.ndarray:
+    """Signs of bool ``n x h x w`` planes in the 3 x 3 around each position, zero outside the grid:
+    float32 ``n x 9 x h*w`` (``OFFSETS`` order)."""
+    n, h, w = planes.shape
+    padded = np.zeros((n, h + 2, w + 2), dtype=np.float32)
+    padded[:, 1:-1, 1:-1] = planes
+    padded[:, 1:-1, 1:-1] *= 2
+    padded[:, 1:-1, 1:-1] -= 1
+    out = np.empty((n, 9, h * w), dtype=np.float32)
+    for d, (dy, dx) in enumerate(OFFSETS):
+        out[:, d] = padded[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w].reshape(n, h * w)
+    return out
 
 
 def chunk_samples(chunk: np.ndarray, bits: int, tables: FittedModel, rate: float, rng: np.random.Generator):
@@ -143,8 +157,8 @@ def quantise(net: FloatNet) -> ResidualNet:
     return result
 
 
-def fit_net(chunks: Iterable[np.ndarray], tables: FittedModel, hidden: int = 32, epochs: int = 4,
-            samples_per_chunk: int = 60_000, qualities: tuple[int, ...] = (4, 16, 32), seed: int = 0) -> FittedModel:  # fmt: skip
+def fit_net(chunks: Iterable[np.ndarray], tables: FittedModel, hidden: int = 16, epochs: int = 30,
+            samples_per_chunk: int = 120_000, qualities: tuple[int, ...] = (4, 16, 32), seed: int = 0) -> FittedModel:  # fmt: skip
     """``tables`` with a residual network fitted on ``chunks`` (bool ``B x T' x gh x gw`` each)."""
     rng = np.random.default_rng(seed)
     parts = []

@@ -32,7 +32,7 @@ from lfqcodec.api import Codec, select_device
 from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
 from lfqcodec.entropy import decode_bits, encode_bits
-from lfqcodec.entropy_store import find_for_tokenizer
+from lfqcodec.entropy_store import find_for_tokenizer, load_entropy_model
 from lfqcodec.token_cache import clip_tokens
 
 DATA = Path.home() / ".cache/lfqcodec/data/video"
@@ -133,9 +133,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings of the coders (fastest kept)")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--entropy", type=Path, default=None, help="an .entropy file (default: the installed one)")
     args = parser.parse_args()
     model = load_model()
-    entropy = find_for_tokenizer(model.model_id, MODELS_DIR)
+    entropy = load_entropy_model(args.entropy) if args.entropy else find_for_tokenizer(model.model_id, MODELS_DIR)
     if entropy is None:
         sys.exit(f"no entropy model for {model.name} in {MODELS_DIR}: run lfqcodec train-entropy")
     record = {

@@ -40,6 +40,7 @@ CONTEXTS = 3 * 9 * 6 * 4  # P x N x X x D
 _FREE = (1 << 24) - 2  # constriction's 24-bit precision minus one slot per symbol
 GAINS = np.array([16, 12, 20, 24, 32, 40, 48, 64], dtype=np.int32)  # logit gains in 1/16, 1.0 first
 SPENT_STRIDE = 4  # coder 2 adapts on every 4th symbol of each pass
+Z_SATURATED = -(-Z_MAX * 16 // int(GAINS.min()))  # |z| beyond this gives the end row of the tables at every gain
 
 
 def sigmoid_table() -> np.ndarray:
@@ -165,6 +166,13 @@ class _Grid:
         near = np.take(padded, self.neighbours[phase])
         return (near[0] + near[1] + near[2] + near[3]).astype(np.int32)
 
+    def count_planes(self, phase: int, other: np.ndarray) -> np.ndarray:
+        """:meth:`count` for every plane at once: ``other`` is ``planes x n_other``; int32 ``planes x n_phase``."""
+        padded = np.zeros((other.shape[0], other.shape[1] + 1), dtype=np.int8)
+        padded[:, :-1] = other
+        near = np.take(padded, self.neighbours[phase], axis=1)  # planes x 4 x n_phase
+        return near.sum(axis=1, dtype=np.int32)
+
 
 class _State:
     """Coding state of one chunk: the previous latent frame and the current one, pass by pass."""
@@ -179,6 +187,7 @@ class _State:
         self.weights = model.weights.astype(np.float32)
         self.pairs = _coder_probabilities(model.sigmoid)
         self.cost_flat = model.cost.astype(np.int32).reshape(-1)  # cost[row, y] at row * 2 + y
+        self.gain_costs = _gain_costs(model.cost)
         self.net = None if model.net is None else NetState(model.net, self.bits, self.grid.positions,
                                                             self.grid.neighbours[1], (h, w))  # fmt: skip
         modes = 1 if self.net is None else 2  # coder 2: the network's logit (mode 0) or the tables' (mode 1)
@@ -204,8 +213,6 @@ class _State:
         if phase == 0 and k and self.prev is not None:
             for p in (0, 1):
                 self.diff[p] += self.cur[p][k - 1] != self.prev[p][k - 1]
-        if phase == 0 and k and self.net is not None:
-            self.net.plane_done(k - 1, [self.cur[0][k - 1], self.cur[1][k - 1]])
         if self.prev is None:  # first latent frame: X = 1s among the decoded neighbours
             x = 5 if phase == 0 else self.grid.count(1, self.cur[0][k])
         elif phase == 0:  # X = neighbours whose lower bits changed since the previous frame
@@ -215,14 +222,21 @@ class _State:
         return (self.base[phase][k].astype(np.int32) * 6 + x) * 4 + np.minimum(self.diff[phase], 3)
 
     def pairs_for(self, k: int, phase: int) -> np.ndarray:
-        """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase``."""
+        """Coder weights (``n x 2`` float32) of the symbols of plane ``k``, ``phase`` (the decoder's path)."""
         z = np.take(self.table[k], self.contexts(k, phase))
         if k:  # sum_j w[k, j] * (2 * bit_j - 1): small integers, exact in float32
             signs = self.signs[phase]
             np.multiply(self.cur[phase][k - 1], 2, out=signs[k - 1], casting="unsafe")
             signs[k - 1] -= 1
             z += self.weights[k, :k] @ signs[:k]
-        z = z.astype(np.int32)
+        return np.take(self.pairs, self.rows_for(k, phase, z.astype(np.int32)), axis=0)
+
+    def rows_for(self, k: int, phase: int, z: np.ndarray) -> np.ndarray:
+        """The table rows that code plane ``k``'s ``phase`` symbols, from the tables' logits ``z``
+        (int32) and, with coder 2, the network's; records what the adaptation counts and, in
+        ``last``, the logits of each mode (``None`` where not computed)."""
+        if self.net is not None and phase == 0 and k:
+            self.net.plane_done(k - 1, [self.cur[0][k - 1], self.cur[1][k - 1]])
         mode, gain = divmod(int(self.choice[k]), GAINS.size)
         if self.net is None:
             self.last = [z]
@@ -235,7 +249,30 @@ class _State:
             net = counted + self.net.correction(k, phase, z, self.cur[0][k] if phase else None, self.stride)
             self.last = [None, z]
             self.logits.append(np.stack([net, counted]))
-        return np.take(self.pairs, _table_row(self.last[mode], GAINS[gain]), axis=0)
+        return _table_row(self.last[mode], GAINS[gain])
+
+    def frame_logits(self, frame: list[np.ndarray]) -> list[np.ndarray]:
+        """The tables' logits (int32 ``bits x n`` per pass) of a whole latent frame whose bits are all
+        known (uint8 ``bits x n`` per pass), as the encoder has them: the integers :meth:`pairs_for`
+        computes plane by plane and pass by pass."""
+        bits = self.bits
+        diff = [np.zeros(f.shape, dtype=np.int32) for f in frame]  # lower planes j < k that changed
+        if self.prev is None:
+            x = [np.full(frame[0].shape, 5, dtype=np.int32), self.grid.count_planes(1, frame[0])]
+        else:
+            changed = [f != p for f, p in zip(frame, self.prev)]
+            for d, c in zip(diff, changed):
+                np.cumsum(c[:-1], axis=0, out=d[1:])
+            x = [np.full(frame[0].shape, 5, dtype=np.int32), self.grid.count_planes(1, changed[0])]
+            x[0][1:] = self.grid.count_planes(0, diff[1][1:] > 0)
+        lower = np.tril(self.weights[:bits, :bits], -1)  # row k: columns j < k
+        z = []
+        for phase in (0, 1):
+            contexts = (self.base[phase].astype(np.int32) * 6 + x[phase]) * 4 + np.minimum(diff[phase], 3)
+            logits = np.take_along_axis(self.table[:bits], contexts, axis=1)
+            logits += lower @ (frame[phase].astype(np.float32) * 2 - 1)  # small integers, exact in float32
+            z.append(logits.astype(np.int32))
+        return z
 
     def code_lengths(self, rows: np.ndarray, bits: np.ndarray) -> np.ndarray:
         """``cost[rows, bits]`` (int32, 1/256 bit): the code lengths of ``bits`` at those table rows."""
@@ -249,10 +286,14 @@ class _State:
         for phase, idx in enumerate(self.grid.positions):
             frame[:, idx] = self.cur[phase]
         if self.prev is not None and self.logits:  # adapt each plane's choice (FORMAT.md, "Context model")
-            for k in range(self.bits):  # plane by plane: memory of one plane's logits per gain
+            for k in range(self.bits):  # plane by plane: memory of one plane's logits
                 z = np.concatenate(self.logits[2 * k : 2 * k + 2], axis=1)  # modes x n
                 y = np.concatenate([self.cur[0][k, :: self.stride], self.cur[1][k, :: self.stride]])
-                cost = self.code_lengths(_table_row(z[None], GAINS[:, None, None]), y)  # gains x modes x n
+                np.clip(z, -Z_SATURATED, Z_SATURATED, out=z)
+                z += Z_SATURATED
+                z *= 2
+                z += y
+                cost = np.take(self.gain_costs, z, axis=1)  # gains x modes x n
                 self.spent[k] += cost.sum(axis=2, dtype=np.int64).T.reshape(-1)  # mode * 8 + gain
             self.choice = np.argmin(self.spent, axis=1)
         frame = frame.reshape(self.bits, self.grid.h, self.grid.w)
@@ -265,6 +306,15 @@ def _coder_probabilities(q: np.ndarray) -> np.ndarray:
     (FORMAT.md, "Range coder"): integers summing to ``2^24 - 2``, one slot added to each."""
     one = q.astype(np.int64) * 256 - 1
     return np.stack([_FREE - one, one], axis=1).astype(np.float32)
+
+
+def _gain_costs(cost: np.ndarray) -> np.ndarray:
+    """``out[g, (z + Z_SATURATED) * 2 + y] = cost[row(z, GAINS[g]), y]`` for ``|z| <= Z_SATURATED``
+    (int32): the adaptation's code lengths at every gain by one lookup (logits clamped to
+    ``+-Z_SATURATED`` first, which changes no row)."""
+    z = np.arange(-Z_SATURATED, Z_SATURATED + 1, dtype=np.int32)
+    rows = _table_row(z[None, :], GAINS[:, None])  # gains x z
+    return cost[rows].astype(np.int32).reshape(GAINS.size, -1)
 
 
 _HALF = _coder_probabilities(np.array([1 << 15]))  # the coder-2 mode symbol: P(1) = 1/2
@@ -288,30 +338,36 @@ def _family():
 def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
     """Range-code a chunk's bits (bool ``b x T' x gh x gw``); returns the payload (32-bit words,
     little-endian). Coder 2 first codes the mode of latent frames 0 and 1, whichever of the network
-    and the tables codes them in fewer bits (FORMAT.md, "Coder 2")."""
+    and the tables codes them in fewer bits (FORMAT.md, "Coder 2"). Every bit is known here, so the
+    tables' logits of each latent frame are computed at once (:meth:`_State.frame_logits`); the
+    network runs pass by pass, as in the decoder."""
     b, latent, h, w = bits.shape
     state = _State(model, (b, h, w))
-    symbols, pairs, early = [], [], []  # early: coder 2's (candidate logits, bits) of latent frames 0 and 1
+    rows, symbols, early = [], [], []  # early: coder 2's (candidate logits, bits) of latent frames 0 and 1
     for t in range(latent):
         frame = state.grid.split(bits[:, t].astype(np.uint8))
+        z = state.frame_logits(frame)
+        state.cur = frame
         for k in range(b):
             for phase in (0, 1):
-                coded = state.pairs_for(k, phase)
+                coded = state.rows_for(k, phase, z[phase][k])
                 if state.net is not None and t <= 1:
                     early.append((state.last, frame[phase][k]))
                 else:
-                    pairs.append(coded)
+                    rows.append(coded)
                     symbols.append(frame[phase][k])
-                state.cur[phase][k] = frame[phase][k]
         state.end_frame()
-    if state.net is not None and latent:
-        spent = [sum(int(state.code_lengths(_table_row(z[m]), y).sum()) for z, y in early) for m in (0, 1)]
+    if early:
+        spent = [sum(int(state.code_lengths(_table_row(c[m]), y).sum()) for c, y in early) for m in (0, 1)]
         mode = int(spent[1] < spent[0])
-        pairs = [_HALF] + [np.take(state.pairs, _table_row(z[mode]), axis=0) for z, _ in early] + pairs
-        symbols = [np.array([mode], np.uint8)] + [y for _, y in early] + symbols
+        rows = [_table_row(c[mode]) for c, _ in early] + rows
+        symbols = [y for _, y in early] + symbols
+    pairs = np.take(state.pairs, np.concatenate(rows), axis=0) if rows else np.zeros((0, 2), np.float32)
+    if early:
+        pairs, symbols = np.concatenate([_HALF, pairs]), [np.array([mode], np.uint8)] + symbols
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols:
-        encoder.encode(np.concatenate(symbols).astype(np.int32), _family(), np.concatenate(pairs))
+        encoder.encode(np.concatenate(symbols).astype(np.int32), _family(), pairs)
     return encoder.get_compressed().astype("<u4").tobytes()
 
 

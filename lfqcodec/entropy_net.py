@@ -204,7 +204,8 @@ class NetState:
         one (where only the adaptation needs it); ``pass0``: plane ``k``'s pass-0 bits (uint8),
         needed in pass 1."""
         inputs, a = self.inputs[phase][:, ::step], self.work[phase][:, : -(-z0.size // step)]
-        np.copyto(inputs[0], np.clip(z0[::step], -Z_INPUT, Z_INPUT), casting="unsafe")  # clamped as integers: fast
+        np.minimum(z0[::step], Z_INPUT, out=inputs[0], casting="unsafe")  # exact: |z0| < 2^24
+        np.maximum(inputs[0], np.float32(-Z_INPUT), out=inputs[0])
         if phase:
             np.multiply(pass0, 2, out=self.own[:-1], casting="unsafe")
             self.own[:-1] -= 1

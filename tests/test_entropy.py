@@ -8,7 +8,7 @@ import torch
 from test_container import HEADER, _persistent_chunks, entropy_model
 
 from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.entropy import CONTEXTS, FittedModel, decode_bits, encode_bits, sigmoid_table
+from lfqcodec.entropy import CONTEXTS, FittedModel, _State, decode_bits, encode_bits, sigmoid_table
 from lfqcodec.entropy_fit import chunk_samples, fit_model
 from lfqcodec.entropy_store import find_by_id, find_for_tokenizer, load_entropy_model, save_entropy_model
 from lfqcodec.errors import ModelError
@@ -39,6 +39,44 @@ def test_roundtrip_extreme_tables_and_fewer_planes():
         _roundtrip(bits[:b], entropy_model())
     with pytest.raises(ValueError, match="bit planes"):
         encode_bits(np.zeros((7, 1, 2, 2), bool), entropy_model())
+
+
+@pytest.mark.parametrize("shape", [(6, 4, 5, 7), (6, 3, 4, 6), (3, 2, 1, 9), (6, 2, 1, 1)])
+def test_encoder_whole_frame_logits_are_the_decoders(shape):
+    """The encoder computes the tables' logits of a latent frame at once; the decoder plane by plane
+    and pass by pass. Both give the same integers (extreme weights included)."""
+    rng = np.random.default_rng(sum(shape))
+    bits = rng.random(shape) > 0.5
+    bits[:, 1:] = bits[:, :1] ^ (rng.random((shape[0], shape[1] - 1, *shape[2:])) < 0.2)
+    extreme = FittedModel(rng.integers(-8192, 8193, (6, CONTEXTS), dtype=np.int32),
+                          np.tril(rng.integers(-4096, 4097, (6, 6), dtype=np.int32), -1), sigmoid_table(), bytes(16))  # fmt: skip
+    for model in (entropy_model(), extreme):
+        whole, passes = _State(model, (shape[0], *shape[2:])), _State(model, (shape[0], *shape[2:]))
+        for t in range(shape[1]):
+            frame = whole.grid.split(bits[:, t].astype(np.uint8))
+            z = whole.frame_logits(frame)
+            for k in range(shape[0]):
+                for phase in (0, 1):
+                    passes.pairs_for(k, phase)
+                    assert np.array_equal(passes.last[0], z[phase][k])
+                    passes.cur[phase][k] = frame[phase][k]
+            whole.cur, whole.logits = frame, passes.logits  # the adaptation's input, shown equal above
+            assert np.array_equal(whole.end_frame(), passes.end_frame())
+            assert np.array_equal(whole.choice, passes.choice)
+
+
+def test_adaptation_lookup_is_the_tables_row_at_every_gain():
+    """The adaptation reads code lengths from one table per gain, after clamping logits to
+    +-Z_SATURATED: the same numbers as the cost table at each logit's row, far beyond the clamp too."""
+    from lfqcodec.entropy import GAINS, Z_SATURATED, _gain_costs, _table_row, cost_table
+
+    cost = cost_table(sigmoid_table())
+    z = np.concatenate([np.arange(-7000, 7001), [-(2**20), 2**20, -(2**23), 2**23]]).astype(np.int32)
+    y = np.arange(z.size) % 2
+    lookup = _gain_costs(cost)
+    at = (np.clip(z, -Z_SATURATED, Z_SATURATED) + Z_SATURATED) * 2 + y
+    for g, gain in enumerate(GAINS):
+        assert np.array_equal(lookup[g, at], cost[_table_row(z, gain), y])
 
 
 def test_persistent_bits_code_smaller_than_their_entropy_without_context():

@@ -56,6 +56,12 @@ max_pixels_option = click.option(
     help="Refuse files whose frames have more pixels than this (width x height), before any work.",
 )  # fmt: skip
 
+decoding_max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(0), default=None, metavar="N",
+    help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
+         "limit [default: 3840x2160 = 8294400; decoding time grows with the frame size].",
+)  # fmt: skip
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lfqcodec")
@@ -141,9 +147,7 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
 @click.option("--salvage", is_flag=True,
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
-@click.option("--max-pixels", type=click.IntRange(0), default=None, metavar="N",
-              help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
-                   "limit [default: 3840x2160 = 8294400; decoding time grows with the frame size].")  # fmt: skip
+@decoding_max_pixels_option
 @click.option("--max-memory", default="1800M", show_default=True, metavar="SIZE", callback=_parse_size,
               help="Peak memory of the process (K/M/G suffixes; 0 = no limit). Frames too large for it are decoded "
                    "in tiles, with the same pixels, more slowly.")  # fmt: skip
@@ -224,7 +228,7 @@ def info(src, as_json, max_pixels):
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
-@max_pixels_option
+@decoding_max_pixels_option
 @overwrite_option
 @handle_errors
 def tokens(src, dst, sub_bits, max_pixels, overwrite):
@@ -232,7 +236,7 @@ def tokens(src, dst, sub_bits, max_pixels, overwrite):
 
     Arrays: indices (T' x H' x W', int64; bit i = latent channel i, LSB first), chunk_starts,
     bits, and with --sub-bits: sub_indices (T' x H' x W' x n) and sub_bits."""
-    shape, bits = api.export_tokens(src, dst, sub_bits, overwrite, max_pixels)
+    shape, bits = api.export_tokens(src, dst, sub_bits, overwrite, **({} if max_pixels is None else {"max_pixels": max_pixels}))
     click.echo(f"{dst}: {shape} tokens of {bits} bits", err=True)
 
 

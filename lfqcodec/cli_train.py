@@ -43,7 +43,7 @@ def _progress(quiet: bool):
 @click.option("--keep-tables", is_flag=True,
               help="Keep the tables of the entropy model already at --out and fit only the network, so files coded "
                    "with those tables alone keep their model.")  # fmt: skip
-@click.option("--hidden", type=click.IntRange(1, 256), default=16, show_default=True, help="The network's hidden units.")
+@click.option("--hidden", type=click.IntRange(1, 256), default=8, show_default=True, help="The network's hidden units (its coding time grows with them).")
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True, help="The network's training epochs.")
 @quiet_option
 @handle_errors

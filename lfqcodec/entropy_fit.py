@@ -112,7 +112,7 @@ def training_clips(sources: Iterable, held_out: Iterable[str] = HELD_OUT) -> lis
 class NetSettings:
     """How ``train-entropy`` fits coder 2's residual network (:mod:`lfqcodec.entropy_netfit`)."""
 
-    hidden: int = 16
+    hidden: int = 8
     epochs: int = 30
     samples_per_chunk: int = 120_000
 

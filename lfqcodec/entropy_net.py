@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 EXACT = 1 << 24  # float32 represents every integer of smaller magnitude
 BAND = 1 << 22  # window values (16 MiB) per band of the previous latent frame's product
@@ -116,8 +117,11 @@ class NetState:
             self.window = np.concatenate(self.windows, axis=1)
         self.padded = np.zeros((bits, (h + 2) * (w + 2)), dtype=np.float32)  # signs, zero border
         self.interior = self.padded.reshape(bits, h + 2, w + 2)[:, 1:-1, 1:-1]
+        if self.even:
+            self.plane_windows, self.window_copies = self._pass_windows(self.padded[0].reshape(h + 2, w + 2))
         scale = np.float32(2.0 ** -int(net.shifts[0]))  # a / 2^S is exact in float32: weights come pre-scaled
-        self.w_prev = net.w_prev[:, :bits].reshape(hidden, bits * 9).astype(np.float32) * scale
+        # the previous frame's weights by offset: row d * H + u, column j = w_prev[u, j, d] / 2^S
+        self.w_spread = np.ascontiguousarray(net.w_prev[:, :bits].transpose(2, 0, 1).reshape(9 * hidden, bits), dtype=np.float32) * scale
         self.w_cur = net.w_cur.astype(np.float32) * scale
         # per plane, pass and first-frame flag: [w_logit, bias, w_own] against inputs [z0, 1, own signs]
         self.w_small = np.zeros((bits, 2, 2, hidden, 6), dtype=np.float32)
@@ -139,18 +143,21 @@ class NetState:
         self.work = [np.zeros((hidden, idx.size), dtype=np.float32) for idx in positions]
         self.product = np.empty((hidden, h * w), dtype=np.float32)
 
-    def _pass_windows(self, padded: np.ndarray) -> list[np.ndarray]:
-        """The 3 x 3 windows of each pass's positions, by slicing ``n x (rows + 2) x (w + 2)`` padded
-        signs of an even number of rows from an even row (even widths: row ``y`` of pass ``p`` holds
-        columns ``x = (y + p) % 2, + 2, ...``): float32 ``n * 9 x rows * w / 2`` per pass."""
-        n, h, w = padded.shape[0], padded.shape[1] - 2, self.shape[1]
-        out = [np.empty((n, 9, h, w // 2), dtype=np.float32) for _ in (0, 1)]
-        for d, (dy, dx) in enumerate(OFFSETS):
-            for phase in (0, 1):
-                for row in (0, 1):
-                    first = 1 + dx + (row + phase) % 2
-                    out[phase][:, d, row::2] = padded[:, 1 + dy + row : 1 + dy + h : 2, first : first + w - 1 : 2]
-        return [part.reshape(n * 9, -1) for part in out]
+    def _pass_windows(self, grid: np.ndarray) -> tuple[list[np.ndarray], list[tuple[np.ndarray, np.ndarray]]]:
+        """For even widths (row ``y`` of pass ``p`` holds columns ``x = (y + p) % 2, + 2, ...``): the
+        3 x 3 windows of each pass's positions in the padded plane ``grid`` (float32 ``9 x h * w / 2``
+        per pass, to be filled) and the copies that fill them from ``grid``: one per pass and row
+        parity, whose windows are one strided view of ``grid``."""
+        (h, w), half = self.shape, self.shape[1] // 2
+        s1, s2 = grid.strides
+        out = [np.empty((3, 3, h, half), dtype=np.float32) for _ in (0, 1)]
+        copies = []
+        for phase in (0, 1):
+            for row in (0, 1):
+                corner = grid[row:, (row + phase) % 2 :]  # window (dy, dx) of (y, x) at [y + dy + 1, x + dx + 1]
+                view = as_strided(corner, (3, 3, len(range(row, h, 2)), half), (s1, s2, 2 * s1, 2 * s2), writeable=False)
+                copies.append((out[phase][:, :, row::2], view))
+        return [part.reshape(9, -1) for part in out], copies
 
     def _signs(self, planes: np.ndarray, count: int) -> np.ndarray:
         """Writes bool ``count x h x w`` planes as signs into the padded buffer; returns its rows."""
@@ -165,20 +172,21 @@ class NetState:
         if prev is None:
             self.all_sums.fill(0)
             return
-        padded = self._signs(prev, self.bits)
-        (h, w), half = self.shape, self.shape[1] // 2
-        if self.even:  # in bands of rows, so the windows stay small whatever the frame size
-            grid = padded.reshape(self.bits, h + 2, w + 2)
-            rows = max(2, BAND // (self.bits * 9 * w) // 2 * 2)
-            for y in range(0, h, rows):
-                band = grid[:, y : min(h, y + rows) + 2]
-                for s, windows in zip(self.sums, self._pass_windows(band)):
-                    s[:, y * half : y * half + windows.shape[1]] = self.w_prev @ windows
-            return
-        step = max(1, BAND // (self.bits * 9))
-        for at in range(0, h * w, step):
-            windows = np.take(padded, self.window[:, at : at + step], axis=1)
-            self.all_sums[:, at : at + step] = self.w_prev @ windows.reshape(self.bits * 9, -1)
+        (h, w), hidden = self.shape, self.net.hidden
+        padded = self._signs(prev, self.bits).reshape(self.bits, h + 2, w + 2)
+        rows = max(1, BAND // (9 * hidden * (w + 2)) - 2)  # bands of rows: memory stays small whatever the size
+        for y0 in range(0, h, rows):
+            y1 = min(h, y0 + rows)
+            # every offset's weighted sum over the planes at every padded position of the band, then
+            # each position's 3 x 3 of them: (9 H x planes) @ (planes x positions), not 9 x planes windows
+            spread = (self.w_spread @ padded[:, y0 : y1 + 2].reshape(self.bits, -1)).reshape(3, 3, hidden, -1, w + 2)
+            total = spread[0, 0, :, : y1 - y0, :w].copy()
+            for a, b in OFFSETS[1:]:
+                total += spread[a + 1, b + 1, :, a + 1 : a + 1 + y1 - y0, b + 1 : b + 1 + w]
+            total = total.reshape(hidden, -1)
+            for phase, idx in enumerate(self.positions):
+                lo, hi = np.searchsorted(idx, [y0 * w, y1 * w])
+                np.take(total, idx[lo:hi] - y0 * w, axis=1, out=self.sums[phase][:, lo:hi])
 
     def plane_done(self, j: int, passes: list[np.ndarray]) -> None:
         """Plane ``j`` of the current latent frame is decoded (its two passes' bits, uint8): add its part."""
@@ -191,7 +199,9 @@ class NetState:
                 for row in (0, 1):
                     np.multiply(bits[row::2], 2, out=interior[row::2, (row + phase) % 2 :: 2], casting="unsafe")
             interior -= 1
-            for windows, at in zip(self._pass_windows(padded.reshape(1, h + 2, w + 2)), (0, self.split)):
+            for destination, view in self.window_copies:
+                np.copyto(destination, view)
+            for windows, at in zip(self.plane_windows, (0, self.split)):
                 np.matmul(self.w_cur[:, j], windows, out=self.product[:, at : at + windows.shape[1]])
         else:
             for window, bits in zip(self.windows, passes):

@@ -157,7 +157,7 @@ def quantise(net: FloatNet) -> ResidualNet:
     return result
 
 
-def fit_net(chunks: Iterable[np.ndarray], tables: FittedModel, hidden: int = 16, epochs: int = 30,
+def fit_net(chunks: Iterable[np.ndarray], tables: FittedModel, hidden: int = 8, epochs: int = 30,
             samples_per_chunk: int = 120_000, qualities: tuple[int, ...] = (4, 16, 32), seed: int = 0) -> FittedModel:  # fmt: skip
     """``tables`` with a residual network fitted on ``chunks`` (bool ``B x T' x gh x gw`` each)."""
     rng = np.random.default_rng(seed)

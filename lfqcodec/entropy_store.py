@@ -91,8 +91,12 @@ def load_entropy_model(path: str | os.PathLike) -> FittedModel:
     return model
 
 
-def _candidates(models_dir: Path) -> list[Path]:
-    return sorted(models_dir.glob(f"*{SUFFIX}")) if models_dir.is_dir() else []
+RETIRED = "retired"  # a subfolder of entropy models that older files name; never chosen for encoding
+
+
+def _candidates(models_dir: Path, retired: bool = False) -> list[Path]:
+    folders = [models_dir, models_dir / RETIRED] if retired else [models_dir]
+    return [path for folder in folders if folder.is_dir() for path in sorted(folder.glob(f"*{SUFFIX}"))]
 
 
 def find_for_tokenizer(tokenizer_id: bytes, models_dir: Path) -> FittedModel | None:
@@ -106,8 +110,8 @@ def find_for_tokenizer(tokenizer_id: bytes, models_dir: Path) -> FittedModel | N
 
 def find_by_id(entropy_id: bytes, models_dir: Path) -> FittedModel:
     """The entropy model a 2.x file names (a v2 file also serves its tables' id, for files coded with
-    them alone); :class:`ModelError` when it is not installed."""
-    for path in _candidates(models_dir):
+    them alone), also among the retired ones; :class:`ModelError` when it is not installed."""
+    for path in _candidates(models_dir, retired=True):
         with contextlib.suppress(Exception):
             metadata = _metadata(path)
             if metadata.get("lfqcodec.id") == entropy_id.hex():

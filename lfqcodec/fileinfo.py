@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .atomic import atomic_output, check_destination
-from .decoding import check_size, open_reader
+from .decoding import DEFAULT_MAX_PIXELS, check_size, open_reader
 from .errors import LfqError
 from .header import CODER_ZSTD
 from .records import TYPE_UPDATE
@@ -128,8 +128,9 @@ def _plan(path, sub_bits: int | None, max_pixels: int | None) -> tuple[dict, np.
         return meta, starts, sum(latent), h.bits
 
 
-def read_tokens(path: str | os.PathLike, sub_bits: int | None = None, max_pixels: int | None = None) -> Tokens:
-    """Token indices (bit ``i`` = channel ``i``, LSB first) of every chunk of ``path``, in memory."""
+def read_tokens(path: str | os.PathLike, sub_bits: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tokens:
+    """Token indices (bit ``i`` = channel ``i``, LSB first) of every chunk of ``path``, in memory.
+    Files whose frames have more than ``max_pixels`` pixels are refused (0 or ``None``: no limit)."""
     meta, starts, _, bits = _plan(path, sub_bits, max_pixels)
     frames = [_indices(frame) for _, frame in _latent_frames(path, max_pixels)]
     indices = np.stack(frames) if frames else np.zeros((0, 0, 0), dtype=np.int64)
@@ -146,7 +147,7 @@ def _write_member(archive: zipfile.ZipFile, name: str, shape: tuple, frames: Ite
 
 
 def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False,
-                  max_pixels: int | None = None) -> tuple[tuple[int, ...], int]:  # fmt: skip
+                  max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[tuple[int, ...], int]:  # fmt: skip
     """Write the arrays of :func:`read_tokens` to an ``.npz`` file, streaming: memory is a latent
     frame, whatever the file's length. Returns the indices' shape and bits per token."""
     dst = check_destination(dst, overwrite, (src,))

@@ -57,7 +57,7 @@ def test_large_chunk_is_read_a_latent_frame_at_a_time(monkeypatch, tmp_path):
     path = tmp_path / "big.lfq"
     path.write_bytes(data)
     tracemalloc.start()
-    shape, _ = export_tokens(path, tmp_path / "big.npz")
+    shape, _ = export_tokens(path, tmp_path / "big.npz", max_pixels=0)  # 8192 x 8192: over the default limit
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert shape == (9, 1024, 1024) and peak < 40 << 20  # output: 72 MiB of int64, streamed
@@ -65,6 +65,9 @@ def test_large_chunk_is_read_a_latent_frame_at_a_time(monkeypatch, tmp_path):
         assert npz["indices"].shape == (9, 1024, 1024) and list(npz["chunk_starts"]) == [0]
     result = run("tokens", path, tmp_path / "x.npz", "--max-pixels", 1920 * 1080)
     assert result.exit_code == 1 and "exceeds --max-pixels" in result.output
+    result = run("tokens", path, tmp_path / "x.npz")  # the decoder's default limit: 3840 x 2160
+    assert result.exit_code == 1 and "exceeds --max-pixels 8294400" in result.output
+    assert not (tmp_path / "x.npz").exists()
 
 
 def _tiny_id(tiny_model) -> tuple[bytes, object]:
@@ -148,8 +151,8 @@ def test_sigterm_leaves_no_partial_output(tmp_path):
 
     path = tmp_path / "big.lfq"
     path.write_bytes(_big_chunk_file(bits=32, frames=257))  # 2.3 GB of int64 tokens: seconds to write
-    process = subprocess.Popen([sys.executable, "-m", "lfqcodec.cli", "tokens", str(path), str(tmp_path / "t.npz")],
-                               stderr=subprocess.PIPE)  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "lfqcodec.cli", "tokens", str(path), str(tmp_path / "t.npz"),
+                                "--max-pixels", "0"], stderr=subprocess.PIPE)  # fmt: skip
     deadline = time.time() + 120
     while not any(".partial" in p.name for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.05)  # until the output is being written

@@ -27,11 +27,12 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 import constriction
 import numpy as np
 
-from .entropy_net import NetState, ResidualNet
+from .entropy_net import NetState, ResidualNet, neighbour_copies
 
 PROB_BITS = 16  # probabilities of a 1 are q / 2^16, q in 1 .. 2^16 - 1
 Z_MAX = 4096  # logits in 1/256 nat, clamped to -Z_MAX .. Z_MAX before the sigmoid table
@@ -117,6 +118,8 @@ class _Grid:
     """Positions of the two checkerboard passes of a ``h x w`` grid and, for each second-pass
     position, where its 4 direct neighbours are among the first-pass symbols (``n0`` = outside)."""
 
+    SLICING: ClassVar[bool] = True  # even widths count neighbours by slicing (tests compare with gathering)
+
     def __init__(self, h: int, w: int):
         yy, xx = np.mgrid[0:h, 0:w]
         parity = ((yy + xx) % 2).reshape(-1)
@@ -124,6 +127,11 @@ class _Grid:
         self.positions = [np.flatnonzero(parity == 0), np.flatnonzero(parity == 1)]
         self.neighbours = [self._neighbours(phase) for phase in (0, 1)]
         self.count_buffer = [np.zeros(idx.size + 1, dtype=np.int8) for idx in self.positions]  # per pass + "outside"
+        self.even = self.SLICING and w % 2 == 0
+        if self.even:  # neighbours by slicing: each pass's values as h x w / 2, padded with zeros ("outside")
+            self.count_grid = [np.zeros((h + 2, w // 2 + 2), dtype=np.int8) for _ in (0, 1)]
+            self.count_near = [np.empty((4, h, w // 2), dtype=np.int8) for _ in (0, 1)]
+            self.count_copies = [neighbour_copies(self.count_grid[1 - phase], phase, self.count_near[phase]) for phase in (0, 1)]
 
     def _neighbours(self, phase: int) -> np.ndarray:
         """For each position of ``phase``: where its 4 direct neighbours (all of the other pass) are
@@ -161,6 +169,12 @@ class _Grid:
     def count(self, phase: int, other: np.ndarray) -> np.ndarray:
         """How many of the 4 neighbours of each ``phase`` position are set in ``other`` (values of
         the other pass, ``n_other``)."""
+        if self.even:
+            np.copyto(self.count_grid[1 - phase][1:-1, 1:-1], other.reshape(self.h, -1), casting="unsafe")
+            for destination, view in self.count_copies[phase]:
+                np.copyto(destination, view)
+            near = self.count_near[phase]
+            return (near[0] + near[1] + near[2] + near[3]).reshape(-1)  # int8: at most 4
         padded = self.count_buffer[1 - phase]
         np.copyto(padded[:-1], other, casting="unsafe")  # the last slot stays 0: "outside"
         near = np.take(padded, self.neighbours[phase])
@@ -243,7 +257,7 @@ class _State:
             self.logits.append(z[None])
         elif mode == 0:  # the network codes this plane: its correction for every symbol
             self.last = [z + self.net.correction(k, phase, z, self.cur[0][k] if phase else None), z]
-            self.logits.append(np.stack(self.last)[:, :: self.stride])  # what the adaptation counts
+            self.logits.append(np.stack([logits[:: self.stride] for logits in self.last]))  # what the adaptation counts
         else:  # the tables code it: the network's logit only where the adaptation counts
             counted = z[:: self.stride]
             net = counted + self.net.correction(k, phase, z, self.cur[0][k] if phase else None, self.stride)
@@ -323,9 +337,12 @@ _HALF = _coder_probabilities(np.array([1 << 15]))  # the coder-2 mode symbol: P(
 def _table_row(z: np.ndarray, gain=GAINS[0]) -> np.ndarray:
     """``clamp(floor(z * gain / 16), -Z_MAX, Z_MAX) + Z_MAX`` (a new int32 array, ``gain`` may broadcast):
     the row of the sigmoid and cost tables for logits ``z`` at that gain (FORMAT.md, "Context model")."""
-    row = z * gain
-    row >>= 4
-    np.maximum(row, -Z_MAX, out=row)  # two ufuncs: np.clip's wrapper costs more than the work here
+    if np.ndim(gain) == 0 and gain == 16:  # the plain logit (the usual case): no product needed
+        row = np.maximum(z, -Z_MAX)
+    else:
+        row = z * gain
+        row >>= 4
+        np.maximum(row, -Z_MAX, out=row)  # two ufuncs: np.clip's wrapper costs more than the work here
     np.minimum(row, Z_MAX, out=row)
     row += Z_MAX
     return row

@@ -100,6 +100,21 @@ def _window_index(h: int, w: int, positions: np.ndarray) -> np.ndarray:
     return np.stack([(y + 1 + dy) * (w + 2) + x + 1 + dx for dy, dx in OFFSETS])
 
 
+def neighbour_copies(padded: np.ndarray, phase: int, out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Even widths, where row ``y`` of pass ``p`` holds columns ``(y + p) % 2 + 2 i``: the copies that
+    fill ``out`` (``4 x h x w / 2``: up, down, left, right) with the direct neighbours of pass
+    ``phase``'s positions, all of the other pass, from ``padded`` (``(h + 2) x (w / 2 + 2)``: the other
+    pass's value of ``(y, i)`` at ``[1 + y, 1 + i]``, "outside" around). Up and down keep ``i``; left
+    and right are ``i - 1, i`` in the rows where ``(y + phase)`` is even, else ``i, i + 1``."""
+    h, half = out.shape[1:]
+    copies = [(out[0], padded[0:h, 1 : half + 1]), (out[1], padded[2 : h + 2, 1 : half + 1])]
+    for row in (0, 1):
+        rows, lag = padded[1 + row : 1 + h : 2], (row + phase) % 2 == 0
+        copies.append((out[2][row::2], rows[:, 0:half] if lag else rows[:, 1 : half + 1]))
+        copies.append((out[3][row::2], rows[:, 1 : half + 1] if lag else rows[:, 2 : half + 2]))
+    return copies
+
+
 class NetState:
     """The network's running sums for one chunk: the previous latent frame's part of every hidden
     unit (per pass) and the decoded planes' part, grown plane by plane."""
@@ -134,6 +149,9 @@ class NetState:
         self.inputs = [np.ones((2 + 4 * phase, idx.size), dtype=np.float32) for phase, idx in enumerate(positions)]
         self.neighbours = neighbours  # pass-1 positions' 4 direct neighbours among pass 0 (n0: outside)
         self.own = np.zeros(positions[0].size + 1, dtype=np.float32)
+        if self.even:  # the own-plane inputs by slicing: pass 0's signs padded with zeros
+            self.own_grid = np.zeros((h + 2, w // 2 + 2), dtype=np.float32)
+            self.own_copies = neighbour_copies(self.own_grid, 1, self.inputs[1][2:].reshape(4, h, w // 2))
         self.out = net.out.astype(np.float32)
         self.out_bias = net.out_bias.astype(np.float32)
         self.out_scale = np.float32(2.0 ** -int(net.shifts[1]))
@@ -216,7 +234,13 @@ class NetState:
         inputs, a = self.inputs[phase][:, ::step], self.work[phase][:, : -(-z0.size // step)]
         np.minimum(z0[::step], Z_INPUT, out=inputs[0], casting="unsafe")  # exact: |z0| < 2^24
         np.maximum(inputs[0], np.float32(-Z_INPUT), out=inputs[0])
-        if phase:
+        if phase and self.even:  # every position's inputs (cheap by slicing); the product takes every step-th
+            interior = self.own_grid[1:-1, 1:-1]
+            np.multiply(pass0.reshape(interior.shape), 2, out=interior, casting="unsafe")
+            interior -= 1
+            for destination, view in self.own_copies:
+                np.copyto(destination, view)
+        elif phase:
             np.multiply(pass0, 2, out=self.own[:-1], casting="unsafe")
             self.own[:-1] -= 1
             np.take(self.own, self.neighbours[:, ::step], out=inputs[2:])

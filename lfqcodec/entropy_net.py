@@ -27,6 +27,8 @@ from typing import ClassVar
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .entropy_grid import neighbour_copies
+
 EXACT = 1 << 24  # float32 represents every integer of smaller magnitude
 BAND = 1 << 22  # window values (16 MiB) per band of the previous latent frame's product
 HIDDEN_MAX = 2047
@@ -98,21 +100,6 @@ def _window_index(h: int, w: int, positions: np.ndarray) -> np.ndarray:
     flattened: ``9 x n``."""
     y, x = np.divmod(positions, w)
     return np.stack([(y + 1 + dy) * (w + 2) + x + 1 + dx for dy, dx in OFFSETS])
-
-
-def neighbour_copies(padded: np.ndarray, phase: int, out: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Even widths, where row ``y`` of pass ``p`` holds columns ``(y + p) % 2 + 2 i``: the copies that
-    fill ``out`` (``4 x h x w / 2``: up, down, left, right) with the direct neighbours of pass
-    ``phase``'s positions, all of the other pass, from ``padded`` (``(h + 2) x (w / 2 + 2)``: the other
-    pass's value of ``(y, i)`` at ``[1 + y, 1 + i]``, "outside" around). Up and down keep ``i``; left
-    and right are ``i - 1, i`` in the rows where ``(y + phase)`` is even, else ``i, i + 1``."""
-    h, half = out.shape[1:]
-    copies = [(out[0], padded[0:h, 1 : half + 1]), (out[1], padded[2 : h + 2, 1 : half + 1])]
-    for row in (0, 1):
-        rows, lag = padded[1 + row : 1 + h : 2], (row + phase) % 2 == 0
-        copies.append((out[2][row::2], rows[:, 0:half] if lag else rows[:, 1 : half + 1]))
-        copies.append((out[3][row::2], rows[:, 1 : half + 1] if lag else rows[:, 2 : half + 2]))
-    return copies
 
 
 class NetState:

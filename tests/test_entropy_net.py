@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from test_container import HEADER, _persistent_chunks, net_model
 
-from lfqcodec import entropy, entropy_net
+from lfqcodec import entropy_grid, entropy_net
 from lfqcodec.container import LfqReader, LfqWriter
 from lfqcodec.entropy import decode_bits, encode_bits
 from lfqcodec.entropy_fit import fit_model
@@ -58,12 +58,12 @@ def test_even_widths_slice_as_the_general_path_gathers(shape, monkeypatch):
     bits[:, 1:] = bits[:, :1] ^ (rng.random((shape[0], shape[1] - 1, *shape[2:])) < 0.1)
     sliced = _roundtrip(bits, net_model())
     monkeypatch.setattr(NetState, "SLICING", False)
-    monkeypatch.setattr(entropy._Grid, "SLICING", False)
+    monkeypatch.setattr(entropy_grid.Grid, "SLICING", False)
     assert encode_bits(bits, net_model()) == sliced
     monkeypatch.setattr(entropy_net, "BAND", 64)  # the previous frame's product in many small bands
     assert encode_bits(bits, net_model()) == sliced
     monkeypatch.setattr(NetState, "SLICING", True)
-    monkeypatch.setattr(entropy._Grid, "SLICING", True)
+    monkeypatch.setattr(entropy_grid.Grid, "SLICING", True)
     assert encode_bits(bits, net_model()) == sliced
 
 

@@ -27,7 +27,7 @@ ROOT = HERE.parent
 NOTES = {
     "bikes.mp4": "selection clip",  # held out, but chose every model so far through validation
     "carphone_pristine.mp4": "selection clip",
-    "vtest.avi": "in the training data",
+    "vtest.avi": "seen by v5, v6's starting point",
 }
 ORDER = ["armwrestling.mp4", "kitten.mp4", "aquarium.mp4", "vtest.avi", "bikes.mp4", "carphone_pristine.mp4"]
 MARKER = re.compile(r"(<!-- results table \((full|short|stats)\): begin[^\n]*-->\n)(.*?)(<!-- results table: end -->)", re.S)

@@ -130,6 +130,11 @@ def test_entropy_files(tmp_path):
     assert find_by_id(model.model_id, tmp_path).name == "fit-test"
     with pytest.raises(ModelError, match="not installed"):
         find_by_id(bytes(16), tmp_path)
+    retired = tmp_path / "models"
+    (retired / "retired").mkdir(parents=True)
+    save_entropy_model(retired / "retired" / "old.entropy", model)  # decodes files that name it, codes none
+    assert find_by_id(model.model_id, retired).name == "fit-test"
+    assert find_for_tokenizer(bytes(range(16)), retired) is None
     data = bytearray(path.read_bytes())
     data[-3] ^= 0xFF  # inside the tensors
     (tmp_path / "bad.entropy").write_bytes(bytes(data))

@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import as_strided
 from .entropy_grid import neighbour_copies
 
 EXACT = 1 << 24  # float32 represents every integer of smaller magnitude
-BAND = 1 << 22  # window values (16 MiB) per band of the previous latent frame's product
+BAND = 1 << 22  # values (16 MiB) of the previous latent frame's per-offset sums (9 H x positions) per band
 HIDDEN_MAX = 2047
 Z_INPUT = 4096  # |z0| fed to the network is clamped to this
 OFFSETS = [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]  # 3 x 3 order: d = (dy + 1) * 3 + dx + 1

@@ -346,7 +346,8 @@ def encode_frames(
     if search_steps or chosen.search_steps:
         header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
     header.metadata["precision"] = codec.mode.precision  # bits may differ by it near zero (lfqcodec.inference)
-    search = SearchConfig(steps=search_steps)
+    rate = presets.SEARCH_RATE if entropy_model is not None else 0.0  # rate-aware where the file is context-coded
+    search = SearchConfig(steps=search_steps, rate_weight=rate, rate_model=entropy_model)
     show = progress_total is not None
     with atomic_output(dst) as tmp, open(tmp, "wb") as out, _progress(progress_total, "encode", show) as bar:
         writer = LfqWriter(out, header, zstd_level, version, entropy_model)

@@ -278,12 +278,11 @@ def _family():
     return constriction.stream.model.Categorical(perfect=False)
 
 
-def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
-    """Range-code a chunk's bits (bool ``b x T' x gh x gw``); returns the payload (32-bit words,
-    little-endian). Coder 2 first codes the mode of latent frames 0 and 1, whichever of the network
-    and the tables codes them in fewer bits (FORMAT.md, "Coder 2"). Every bit is known here, so the
-    tables' logits of each latent frame are computed at once (:meth:`_State.frame_logits`); the
-    network runs pass by pass, as in the decoder."""
+def _coded_rows(bits: np.ndarray, model: EntropyModel) -> tuple[_State, list[np.ndarray], list[np.ndarray], int | None]:
+    """The table rows and symbols of every pass of a chunk's bits (bool ``b x T' x gh x gw``), in
+    coding order (latent frame, plane, pass), and coder 2's mode of latent frames 0 and 1 (``None``
+    for coder 1). Every bit is known here, so the tables' logits of each latent frame are computed at
+    once (:meth:`_State.frame_logits`); the network runs pass by pass, as in the decoder."""
     b, latent, h, w = bits.shape
     state = _State(model, (b, h, w))
     rows, symbols, early = [], [], []  # early: coder 2's (candidate logits, bits) of latent frames 0 and 1
@@ -300,18 +299,43 @@ def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
                     rows.append(coded)
                     symbols.append(frame[phase][k])
         state.end_frame()
+    mode = None
     if early:
         spent = [sum(int(state.code_lengths(_table_row(c[m]), y).sum()) for c, y in early) for m in (0, 1)]
         mode = int(spent[1] < spent[0])
         rows = [_table_row(c[mode]) for c, _ in early] + rows
         symbols = [y for _, y in early] + symbols
+    return state, rows, symbols, mode
+
+
+def encode_bits(bits: np.ndarray, model: EntropyModel) -> bytes:
+    """Range-code a chunk's bits (bool ``b x T' x gh x gw``); returns the payload (32-bit words,
+    little-endian). Coder 2 first codes the mode of latent frames 0 and 1, whichever of the network
+    and the tables codes them in fewer bits (FORMAT.md, "Coder 2")."""
+    state, rows, symbols, mode = _coded_rows(bits, model)
     pairs = np.take(state.pairs, np.concatenate(rows), axis=0) if rows else np.zeros((0, 2), np.float32)
-    if early:
+    if mode is not None:
         pairs, symbols = np.concatenate([_HALF, pairs]), [np.array([mode], np.uint8)] + symbols
     encoder = constriction.stream.queue.RangeEncoder()
     if symbols:
         encoder.encode(np.concatenate(symbols).astype(np.int32), _family(), pairs)
     return encoder.get_compressed().astype("<u4").tobytes()
+
+
+def coded_logits(bits: np.ndarray, model: EntropyModel) -> np.ndarray:
+    """The logit (int32, 1/256 nat, after the gain and the clamp) with which :func:`encode_bits`
+    codes each bit of ``bits`` (bool ``b x T' x gh x gw``), in the bits' layout: bit ``i`` costs
+    about ``softplus(-z_i * (2 b_i - 1) / 256) / ln 2`` bits, and flipping it alone (its contexts
+    fixed) changes that by ``z_i * (1 - 2 b_i) / (256 ln 2)``. For rate-aware encoder decisions."""
+    b, latent, h, w = bits.shape
+    state, rows, _, _ = _coded_rows(bits, model)
+    out = np.zeros((b, latent, h * w), dtype=np.int32)
+    passes = iter(rows)
+    for t in range(latent):
+        for k in range(b):
+            for idx in state.grid.positions:
+                out[k, t, idx] = next(passes) - Z_MAX
+    return out.reshape(b, latent, h, w)
 
 
 def decode_bits(payload: bytes, shape: tuple[int, int, int, int], model: EntropyModel) -> Iterator[np.ndarray]:

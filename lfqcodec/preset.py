@@ -2,15 +2,16 @@
 
 - ``fast``: the encoder network over ``FAST_WINDOW`` latent frames per step and zstd level 9.
 - ``medium`` (default): today's encoder, nothing searched or fitted.
-- ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), a decoder update
-  (:mod:`lfqcodec.adapt`) is fitted on the run's frames and stored before its chunks, then the
-  bits of each chunk are searched against the updated decoder (:mod:`lfqcodec.search`).
+- ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), the bits of each chunk
+  are searched (:mod:`lfqcodec.search`, rate-aware with the file's context model), and a decoder
+  update (:mod:`lfqcodec.adapt`) is fitted on the run's frames; the chunks are searched again against
+  the updated decoder, and the update is stored before the run's chunks when what it adds pays.
 
-Every choice a slow preset makes is a rate-distortion decision: an update is sent, and a chunk's
-searched bits replace the encoder's, only where the PSNR gained pays for the bytes added at the
-slope of ``DB_PER_DOUBLING`` dB per doubling of the rate (:func:`pays`), measured on the decoded
-pictures and the zstd-compressed bytes. So a clip is never coded worse than ``medium`` on that
-scale: where nothing pays, the file holds ``medium``'s bits and no update.
+Every choice a slow preset makes is a rate-distortion decision: a chunk's searched bits replace the
+encoder's, and an update is sent, only where the PSNR gained pays for the bytes added at the slope of
+``DB_PER_DOUBLING`` dB per doubling of the rate (:func:`pays`), measured on the decoded pictures and
+the bytes the writer will store. So a clip is never coded worse than ``medium`` on that scale: where
+nothing pays, the file holds ``medium``'s bits and no update.
 """
 
 from __future__ import annotations
@@ -40,8 +41,8 @@ class Preset:
     window: int | None = None  # latent frames per encoder step (None: the caller's)
     zstd_level: int | None = None  # None: the caller's
     search_steps: int = 0  # bit search steps per tile, per chunk
-    search_rate: float = 0.0  # the search's own rate term (lfqcodec.search); 0: the chunk-level check alone
-    # decides (measured: a rate term of 2 kept the rate but lost most of the search's gain)
+    search_rate: float = 0.0  # weight of the search's rate term (lfqcodec.search: the context model's code
+    # length; none for zstd-only files); 0: the chunk-level check alone decides
     fit: FitConfig | None = None  # decoder update fitting (None: no update)
     spec: UpdateSpec = field(default_factory=lambda: UPDATE_SPEC)
     run_frames: int = 66  # frames one update covers at most: whole chunks (two of the default 33 frames),
@@ -52,12 +53,16 @@ class Preset:
 # convolution biases of the decoder, 4-bit values, Adam at 1e-2 (best net gain of five designs on bikes).
 UPDATE_SPEC = UpdateSpec(norms=True, biases=True, lora_rank=0, refiner=False, bits=4)
 UPDATE_LR = 1e-2
+# The search's rate weight, chosen on armwrestling's first chunk (256x256, v6, coder 2; 20 steps;
+# benchmarks/results/update/search_rate_probe-armwrestling-256.json): weight 0 gained 1.23 dB for
+# +29 % bytes, 0.25 gained 1.09 dB for -2 %, 0.5 0.87 dB for -9 %, 1 0.44 dB for -14 %.
+SEARCH_RATE = 0.25
 
 PRESETS: dict[str, Preset] = {
     "fast": Preset("fast", window=FAST_WINDOW, zstd_level=9),
     "medium": Preset("medium"),
-    "slow": Preset("slow", search_steps=8, fit=FitConfig(steps=50, lr=UPDATE_LR)),
-    "veryslow": Preset("veryslow", search_steps=20, fit=FitConfig(steps=150, lr=UPDATE_LR)),
+    "slow": Preset("slow", search_steps=8, search_rate=SEARCH_RATE, fit=FitConfig(steps=50, lr=UPDATE_LR)),
+    "veryslow": Preset("veryslow", search_steps=20, search_rate=SEARCH_RATE, fit=FitConfig(steps=150, lr=UPDATE_LR)),
 }
 
 
@@ -83,6 +88,18 @@ class RunChunk:
 
 
 @dataclass
+class _Outcome:
+    """One way of coding a run's chunks: their bits, MSE, bytes (update included), the error of the
+    last decoded frame, and how many chunks hold searched bits."""
+
+    bits: list[np.ndarray]
+    mse: float
+    bytes: int
+    last_error: torch.Tensor | None
+    searched: int
+
+
+@dataclass
 class RunResult:
     update: DecoderUpdate | None
     payload: bytes | None  # the update as stored (None: no update sent)
@@ -104,9 +121,11 @@ class RunEncoder:
         self.decoder = codec.tokenizer.decoder
 
     def work_units(self, frames: int, chunks: int) -> int:
-        """Progress units for a run: fit steps + search steps x chunks + frames."""
+        """Progress units for a run: fit steps + search steps x chunks (twice with an update: the
+        chunks are searched with and without it) + frames."""
         fit = self.preset.fit.steps if self.preset.fit else 0
-        return fit + self.preset.search_steps * chunks + frames
+        searches = 2 if fit and self.preset.search_steps > 0 else 1
+        return fit + self.preset.search_steps * chunks * searches + frames
 
     def prepare(self, frames: list[np.ndarray]) -> RunChunk:
         """Model input and encoder latents of one chunk's frames (streamed ``window`` at a time)."""
@@ -145,12 +164,16 @@ class RunEncoder:
         return size
 
     def encode(self, chunks: list[RunChunk], previous_error: torch.Tensor | None = None) -> RunResult:
-        """Choose the update and each chunk's bits for one run (see the module docstring)."""
+        """Choose the update and each chunk's bits for one run (see the module docstring): the chunks
+        are searched without the update and, when one is fitted, again with it; the update is sent
+        when what it adds (its gain over the run without it, searched bits included) pays for its
+        bytes."""
         preset, stats = self.preset, {"frames": sum(len(c.frames) for c in chunks)}
         base = [(c.latents > 0)[0].cpu().numpy() for c in chunks]
         base_bytes = sum(self._bytes(b) for b in base)
         base_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
         stats.update(base_bytes=base_bytes, base_psnr=psnr_of(base_mse))
+        best = self._choose(chunks, base, None, previous_error, base_mse)
         update, payload = None, None
         if preset.fit is not None and preset.fit.steps > 0:
             targets = [ChunkTarget(self._codes(b), c.video) for c, b in zip(chunks, base)]
@@ -159,44 +182,54 @@ class RunEncoder:
             fitted = DecoderUpdate.from_bytes(data, self.decoder)  # exactly what the decoder will use
             with applied(self.decoder, fitted):
                 fit_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
-            gain = psnr_of(fit_mse) - psnr_of(base_mse)
-            stats.update(update_bytes=len(data), update_gain_db=gain)
-            if pays(gain, base_bytes, base_bytes + len(data)):
-                update, payload = fitted, data
-        stats["update_sent"] = payload is not None
-        searched = 0
-        with applied(self.decoder, update):
-            for chunk, bits in zip(chunks, base):
-                chunk.bits = bits
-                if preset.search_steps > 0:
-                    chunk.bits, previous_error, used = self._search(chunk, bits, previous_error)
-                    searched += used
-                    self.tick(preset.search_steps)
-                self.tick(len(chunk.frames))
-        final_bytes = sum(self._bytes(c.bits) for c in chunks) + (len(payload) if payload else 0)
-        stats.update(searched_chunks=searched, bytes=final_bytes)
-        return RunResult(update, payload, chunks, stats, previous_error)
+                stats.update(update_bytes=len(data), update_gain_db=psnr_of(fit_mse) - psnr_of(base_mse))
+                with_update = self._choose(chunks, base, len(data), previous_error, fit_mse)
+            if pays(psnr_of(with_update.mse) - psnr_of(best.mse), best.bytes, with_update.bytes):
+                best, update, payload = with_update, fitted, data
+        for chunk, bits in zip(chunks, best.bits):
+            chunk.bits = bits
+            self.tick(len(chunk.frames))
+        stats.update(update_sent=payload is not None, searched_chunks=best.searched, bytes=best.bytes)
+        return RunResult(update, payload, chunks, stats, best.last_error)
+
+    def _choose(self, chunks: list[RunChunk], base: list[np.ndarray], update_bytes: int | None,
+                previous_error: torch.Tensor | None, base_mse: float) -> _Outcome:
+        """Each chunk's bits with the decoder as it is now (``update_bytes``: the size of the update
+        applied to it, None for none): the searched bits where they pay, else the encoder's."""
+        if self.preset.search_steps <= 0:
+            return _Outcome(base, base_mse, sum(self._bytes(b) for b in base) + (update_bytes or 0), previous_error, 0)
+        chosen, errors, searched = [], [], 0
+        for chunk, bits in zip(chunks, base):
+            bits, mse, previous_error, used = self._search(chunk, bits, previous_error)
+            chosen.append(bits)
+            errors.append(mse)
+            searched += used
+            self.tick(self.preset.search_steps)
+        total = sum(self._bytes(b) for b in chosen) + (update_bytes or 0)
+        return _Outcome(chosen, float(np.mean(errors)), total, previous_error, searched)
 
     def _codes(self, bits: np.ndarray) -> torch.Tensor:
         codes = bits_to_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], self.codec.cfg.num_bits)
         return codes.to(self.codec.dtype)
 
     def _search(self, chunk: RunChunk, bits: np.ndarray, previous_error: torch.Tensor | None):
-        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits``; also the error of
-        the chunk's last decoded frame (for the next chunk's flicker term) and 1 if searched bits won."""
+        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits``; also their MSE, the
+        error of the chunk's last decoded frame (for the next chunk's flicker term) and 1 if searched
+        bits won."""
         from .api import _to_model
 
-        cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=self.preset.search_rate)
+        rate = self.preset.search_rate if self.entropy_model is not None else 0.0  # zstd only: no rate model
+        cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model)
         found = search_bits(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error)
         found = found[0].cpu().numpy()
         mse0, last0 = self._mse(chunk, bits)
         mse1, last1 = self._mse(chunk, found)
         won = pays(psnr_of(mse1) - psnr_of(mse0), self._bytes(bits), self._bytes(found))
-        chosen, last = (found, last1) if won else (bits, last0)
+        chosen, mse, last = (found, mse1, last1) if won else (bits, mse0, last0)
         s = self.codec.cfg.spatial_factor
         n = len(chunk.frames)
         error = _to_model([last], self.grid, s, self.codec.device) - chunk.video[:, :, n - 1 : n]
-        return chosen, error, int(won)
+        return chosen, mse, error, int(won)
 
 
 def resolve(name: str) -> Preset:

@@ -12,11 +12,16 @@ from frame to frame should be the source's change (the squared difference of con
 errors), including from the previous chunk's last decoded frame to this chunk's first, where a new
 chunk restarts from an image and would otherwise jump.
 
-With ``rate_weight > 0`` the search is rate-aware: the loss adds ``rate_weight x e0 x n / n0``,
-where ``n`` counts the kept bits that differ from the same bit one latent frame earlier (what
-zstd's repeated bytes and a context coder both find cheap), and ``e0``, ``n0`` are the squared
-error and that count at the start: ``rate_weight = 2`` trades a 1 % rise of changed bits against a
-2 % fall of the squared error, the slope of 6 dB per doubling of the rate if the rate follows ``n``.
+With ``rate_weight > 0`` the search is rate-aware: the loss adds ``rate_weight x e0 x R / R0``,
+where ``e0`` and ``R0`` are the loss and the rate at the start, so ``rate_weight = 2`` trades a 1 %
+rise of the rate against a 2 % fall of the loss: 6 dB per doubling of the rate. With the file's
+context model (``SearchConfig.rate_model``) ``R`` is the code length of the tile's kept bits under
+it (recomputed from the current bits at every step), and its gradient is each bit's own change of
+code length when it flips with its contexts held (:func:`lfqcodec.entropy.coded_logits`): flipping
+a bit the model predicts well is dear, one it cannot predict is cheap; ``rate_weight = 0.25`` (the
+presets', ``lfqcodec.preset.SEARCH_RATE``) keeps about the rate and most of the gain. Without a
+model, ``R`` counts the kept bits that differ from the same bit one latent frame earlier (what
+zstd's repeated bytes find cheap).
 
 Large frames are searched in tiles of the latent grid with a margin of ``halo`` tokens decoded
 around each for context, so memory stays bounded; each tile starts from the bits already chosen
@@ -28,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import pairwise
 
+import numpy as np
 import torch
 
 from .quantizer import straight_through_sign
@@ -41,7 +47,9 @@ class SearchConfig:
     tile: int = 32  # tile side in tokens (the searched part; 32 tokens = 256 pixels)
     halo: int = 4  # tokens of context decoded around a tile (not changed by its search)
     temporal_weight: float = 1.0  # weight of the flicker term against the squared error
-    rate_weight: float = 0.0  # weight of the rate term (see _rate); 0 = the search ignores the rate
+    rate_weight: float = 0.0  # weight of the rate term (module docstring); 0 = the search ignores the rate
+    rate_model: object = None  # the file's context model (lfqcodec.entropy.FittedModel) for the rate term;
+    # None: the rate term counts changed bits
 
 
 def _spans(size: int, tile: int) -> list[tuple[int, int]]:
@@ -111,10 +119,10 @@ def _search_tile(
         codes = torch.cat([signs, dropped.float()], dim=1).to(dtype)
         loss = _loss(tokenizer.decoder(codes, first=True).float() - target, previous_error, cfg.temporal_weight)
         if cfg.rate_weight > 0:
-            changes = _changes(signs[inner])
-            if scale is None:  # e0 / n0 at the start
-                scale = loss.item() / max(changes.item(), 1.0)
-            loss = loss + cfg.rate_weight * scale * changes
+            rate = _changes(signs[inner]) if cfg.rate_model is None else _code_length(signs, inner, cfg.rate_model)
+            if scale is None:  # e0 / R0 at the start
+                scale = loss.item() / max(rate.item(), 1.0)
+            loss = loss + cfg.rate_weight * scale * rate
         if loss.item() < best_loss:
             best_loss, best = loss.item(), variable.detach().clone()
         (variable.grad,) = torch.autograd.grad(loss, [variable])
@@ -125,6 +133,22 @@ def _search_tile(
 def _changes(signs: torch.Tensor) -> torch.Tensor:
     """Kept bits (``+-1``, straight-through) that differ from the same bit one latent frame earlier."""
     return (signs.diff(dim=2) / 2).pow(2).sum()
+
+
+def _code_length(signs: torch.Tensor, inner: tuple[slice, ...], model) -> torch.Tensor:
+    """Code length (bits) of ``signs[inner]`` (``1 x b x T' x h x w``, ``+-1`` straight-through) under
+    the context model, the tile's context coded as a chunk of its own; its gradient is half each bit's
+    change of code length when it alone flips (its contexts held) per unit of sign."""
+    from .entropy import Z_MAX, coded_logits  # entropy imports constriction: only when a rate model is used
+
+    bits = (signs.detach()[0] > 0).cpu().numpy()
+    rows = torch.from_numpy(coded_logits(np.ascontiguousarray(bits), model)[None] + Z_MAX).to(signs.device)[inner]
+    cost = torch.from_numpy(model.cost.astype(np.float32) / 256).to(signs.device)  # bits, per row: (0, 1)
+    zero, one = cost[rows.long(), 0], cost[rows.long(), 1]
+    s = signs[inner].float()
+    exact = torch.where(s.detach() > 0, one, zero).sum()
+    slope = ((one - zero) / 2 * s).sum()
+    return exact + slope - slope.detach()
 
 
 def _loss(error: torch.Tensor, previous_error: torch.Tensor | None, temporal_weight: float) -> torch.Tensor:

@@ -16,7 +16,7 @@ from test_container import HEADER, _persistent_chunks, net_model
 
 from lfqcodec import entropy_grid, entropy_net
 from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.entropy import decode_bits, encode_bits
+from lfqcodec.entropy import coded_logits, decode_bits, encode_bits
 from lfqcodec.entropy_fit import fit_model
 from lfqcodec.entropy_net import NetState, ResidualNet
 from lfqcodec.entropy_netfit import fit_net
@@ -196,3 +196,14 @@ def test_fit_net_codes_smaller_than_the_tables_alone():
 
 
 GOLDEN_NET_PAYLOAD = "d024b67d2b8071f5"
+
+
+@pytest.mark.parametrize("coder", [1, 2])
+def test_coded_logits_give_the_payloads_code_length(coder):
+    model = net_model(bits=6)
+    model = model if coder == 2 else model.base()
+    bits = _persistent_chunks(3)[0]
+    z = coded_logits(bits, model)
+    assert z.shape == bits.shape and z.dtype == np.int32
+    ideal = model.cost[z + 4096, bits.astype(np.int64)].sum() / 256 / 8  # cost: 1/256 bit per (row, bit)
+    assert abs(len(encode_bits(bits, model)) - ideal) <= 8 + 0.002 * ideal  # the coder's end words

@@ -1,6 +1,6 @@
 """Encoder presets: rate-distortion decisions, runs of chunks with a decoder update, the CLI."""
 
-import json
+import dataclasses
 from fractions import Fraction
 
 import numpy as np
@@ -76,6 +76,31 @@ def test_a_run_is_never_worse_than_medium_on_the_rd_scale():
         with applied(runner.decoder, result.update):
             gain = presets.psnr_of(np.mean([runner._mse(c, c.bits)[0] for c in result.chunks])) - stats["base_psnr"]
     assert gain >= presets.DB_PER_DOUBLING * np.log2(stats["bytes"] / stats["base_bytes"]) - 1e-6
+
+
+def test_searches_price_bits_with_the_files_context_model_and_weigh_the_update_against_them(monkeypatch):
+    from test_container import net_model
+
+    seen = []  # (rate weight, rate model, decoder bias sum) of each search
+
+    def recording_search(tokenizer, video, latents, keep, cfg, previous_error=None):
+        bias = sum(float(p.detach().sum()) for n, p in tokenizer.decoder.named_parameters() if n.endswith("bias"))
+        seen.append((cfg.rate_weight, cfg.rate_model, bias))
+        return latents > 0
+
+    monkeypatch.setattr(presets, "search_bits", recording_search)
+    frames = list(moving_pattern(9, 24, 32))
+    plain = _runner()  # no context model (zstd files): the search has no rate term
+    plain.encode([plain.prepare(frames[:5]), plain.prepare(frames[5:])])
+    assert [w for w, m, _ in seen] == [0.0] * 4 and all(m is None for _, m, _ in seen)
+    assert plain.work_units(9, 2) == TINY_SLOW.fit.steps + 2 * 2 * TINY_SLOW.search_steps + 9  # two searches a chunk
+    seen.clear()
+    model = net_model(bits=plain.codec.cfg.num_bits)
+    rated = dataclasses.replace(TINY_SLOW, search_rate=presets.SEARCH_RATE)
+    coded = presets.RunEncoder(plain.codec, plain.grid, plain.keep, rated, 19, model)
+    coded.encode([coded.prepare(frames)])
+    assert [w for w, _, _ in seen] == [presets.SEARCH_RATE] * 2 and all(m is model for _, m, _ in seen)
+    assert seen[0][2] != seen[1][2]  # without the update, then with it
 
 
 class _RecordingWriter:

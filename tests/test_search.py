@@ -49,6 +49,24 @@ def test_flicker_term_is_the_change_of_the_error_including_from_the_previous_chu
     assert _loss(steady, torch.zeros(1, 3, 1, 2, 2), 0.0).item() == pytest.approx(0.25)
 
 
+def test_rate_term_with_a_context_model_keeps_the_bits_cheaper():
+    from test_container import net_model
+
+    from lfqcodec.entropy import encode_bits
+
+    model, rate_model = tiny_tokenizer(), net_model(bits=TINY_CONFIG.num_bits)
+    video = torch.from_numpy(moving_pattern(9, 48, 48)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    keep = TINY_CONFIG.quality_bits["medium"]
+    with torch.no_grad():
+        latents = model.encoder(video)
+    size = {}
+    for weight in (0.0, 8.0):
+        cfg = SearchConfig(steps=8, temporal_weight=0, rate_weight=weight, rate_model=rate_model)
+        found = search_bits(model, video, latents, keep, cfg)[0, :keep].numpy()
+        size[weight] = len(encode_bits(np.ascontiguousarray(found), rate_model))
+    assert size[8.0] < size[0.0]
+
+
 def test_zero_steps_keep_the_encoder_bits():
     model = tiny_tokenizer()
     video = torch.rand(1, 3, 5, 16, 16) * 2 - 1

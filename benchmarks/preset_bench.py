@@ -180,6 +180,13 @@ def sweep(codec, loaded, clips, args) -> tuple[list[dict], str | None]:
     return rows, best
 
 
+def _arg_text(value) -> str:
+    """An option's value as typed: lists space-separated, the format as ``2.0``."""
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return ".".join(map(str, value)) if isinstance(value, tuple) else str(value)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="+", type=Path)
@@ -210,7 +217,7 @@ def main() -> None:
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     record = {
         "command": "python benchmarks/preset_bench.py " + " ".join(str(c) for c in args.clips) + " " +
-                   " ".join(f"--{k.replace('_', '-')} {v if not isinstance(v, list) else ' '.join(map(str, v))}"
+                   " ".join(f"--{k.replace('_', '-')} {_arg_text(v)}"
                             for k, v in vars(args).items() if k != "clips" and v not in (None, False, [])),
         "machine": f"{platform.node()} {platform.machine()} "
                    + (torch.cuda.get_device_name() if codec.device.type == "cuda" else f"{torch.get_num_threads()} threads"),

@@ -54,7 +54,7 @@ class Preset:
 UPDATE_SPEC = UpdateSpec(norms=True, biases=True, lora_rank=0, refiner=False, bits=4)
 UPDATE_LR = 1e-2
 # The search's rate weight, chosen on armwrestling's first chunk (256x256, v6, coder 2; 20 steps;
-# benchmarks/results/update/search_rate_probe-armwrestling-256.json): weight 0 gained 1.23 dB for
+# benchmarks/results/update/search_rate_probe-armwrestling-256-rate.json): weight 0 gained 1.23 dB for
 # +29 % bytes, 0.25 gained 1.09 dB for -2 %, 0.5 0.87 dB for -9 %, 1 0.44 dB for -14 %.
 SEARCH_RATE = 0.25
 

@@ -142,9 +142,9 @@ def _code_length(signs: torch.Tensor, inner: tuple[slice, ...], model) -> torch.
     from .entropy import Z_MAX, coded_logits  # entropy imports constriction: only when a rate model is used
 
     bits = (signs.detach()[0] > 0).cpu().numpy()
-    rows = torch.from_numpy(coded_logits(np.ascontiguousarray(bits), model)[None] + Z_MAX).to(signs.device)[inner]
-    cost = torch.from_numpy(model.cost.astype(np.float32) / 256).to(signs.device)  # bits, per row: (0, 1)
-    zero, one = cost[rows.long(), 0], cost[rows.long(), 1]
+    rows = torch.from_numpy(coded_logits(np.ascontiguousarray(bits), model)[None] + Z_MAX).long()[inner]
+    cost = torch.from_numpy(model.cost.astype(np.float32) / 256)  # bits, per row: (0, 1)
+    zero, one = (cost[rows, y].to(signs.device) for y in (0, 1))
     s = signs[inner].float()
     exact = torch.where(s.detach() > 0, one, zero).sum()
     slope = ((one - zero) / 2 * s).sum()

@@ -248,9 +248,11 @@ def main() -> None:
     first = [args.presets[0]] + [n for n in args.presets[1:] if n == "veryslow"]  # the target's pair first
     order = [(path, name) for name in first for path in args.clips]
     order += [(path, name) for name in args.presets if name not in first for path in args.clips]
+    record["skipped"] = []  # clip and preset pairs past the deadline
     for path, name in order:
         if time.time() - began > args.deadline:
             print("deadline: skipped", path.stem, name, flush=True)
+            record["skipped"].append([path.stem, name])
             continue
         row = {"clip": path.stem, **code_clip(codec, loaded, clips[path], presets[name], args.quality, args.gop,
                                               version=args.format)}

@@ -56,14 +56,14 @@ def main() -> None:
                                     for k, v in vars(args).items() if k != "clip"]  # fmt: skip
     result = {"command": "python benchmarks/search_rate_probe.py " + " ".join(args_text),
               "entropy_model": entropy.model_id.hex(), "runs": []}  # fmt: skip
-    base_psnr = psnr_of(runner._mse(chunk, base)[0])
+    base_psnr = psnr_of(runner._mse(chunk, base))
     for weight in args.rate_weights:
         started = time.perf_counter()
         cfg = SearchConfig(steps=args.steps, rate_weight=weight, rate_model=entropy)
         found = search_bits(codec.tokenizer, chunk.video, chunk.latents, keep, cfg)[0].cpu().numpy()
         run = {"rate_weight": weight, "seconds": round(time.perf_counter() - started, 1),
                "flipped_fraction": float((found[:keep] != base[:keep]).mean()),
-               "psnr_gain_db": round(psnr_of(runner._mse(chunk, found)[0]) - base_psnr, 3), "bytes": {}}  # fmt: skip
+               "psnr_gain_db": round(psnr_of(runner._mse(chunk, found)) - base_psnr, 3), "bytes": {}}  # fmt: skip
         for name, size in coders.items():
             before, after = size(np.ascontiguousarray(base[:keep])), size(np.ascontiguousarray(found[:keep]))
             price = DB_PER_DOUBLING * math.log2(after / before)

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
@@ -44,7 +44,9 @@ from .pipeline import prefetched
 from .scenecut import DEFAULT_THRESHOLD as DEFAULT_SCENECUT
 from .scenecut import ChunkSplitter
 from .search import SearchConfig, search_bits
-from .videoio import VideoSource
+
+if TYPE_CHECKING:
+    from .videoio import VideoSource
 
 __all__ = ["Codec", "DecodeReport", "EncodeReport", "Tokens", "decode_file", "decode_frames", "encode_file",
            "encode_frames", "export_tokens", "find_model_for", "read_info", "read_tokens", "select_device"]  # fmt: skip
@@ -246,6 +248,8 @@ def encode_file(
     """Compress the first video stream of ``src`` into the ``.lfq`` file ``dst``. ``precision``:
     see :mod:`lfqcodec.inference`; ``pipeline`` reads frames in a background thread
     (:mod:`lfqcodec.pipeline`; same output)."""
+    from .videoio import VideoSource  # PyAV: only where a video file is read
+
     started = time.time()
     dst = check_destination(dst, overwrite, (src,))
     with VideoSource(src) as source, contextlib.closing(_read(source, pipeline)) as read:

@@ -2,10 +2,11 @@
 
 - ``fast``: the encoder network over ``FAST_WINDOW`` latent frames per step and zstd level 9.
 - ``medium`` (default): today's encoder, nothing searched or fitted.
-- ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), the bits of each chunk
-  are searched (:mod:`lfqcodec.search`, rate-aware with the file's context model), and a decoder
-  update (:mod:`lfqcodec.adapt`) is fitted on the run's frames; the chunks are searched again against
-  the updated decoder, and the update is stored before the run's chunks when what it adds pays.
+- ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), a decoder update
+  (:mod:`lfqcodec.adapt`) is fitted on the run's frames and kept when it pays on the encoder's bits;
+  then the bits of each chunk are searched once (:mod:`lfqcodec.search`, rate-aware with the file's
+  context model) against the decoder as chosen; a kept update is stored before the run's chunks
+  unless the searched bits do better without it.
 
 Every choice a slow preset makes is a rate-distortion decision: a chunk's searched bits replace the
 encoder's, and an update is sent, only where the PSNR gained pays for the bytes added at the slope of
@@ -88,15 +89,31 @@ class RunChunk:
 
 
 @dataclass
+class _Decoded:
+    """A chunk decoded from some bits: its MSE (0..255) and the error of its last frame (decoded minus
+    source, model scale; the next chunk's flicker term)."""
+
+    mse: float
+    last_error: torch.Tensor
+
+
+@dataclass
 class _Outcome:
-    """One way of coding a run's chunks: their bits, MSE, bytes (update included), the error of the
-    last decoded frame, and how many chunks hold searched bits."""
+    """One way of coding a run's chunks: their bits, each chunk decoded, the bytes (update included)
+    and how many chunks hold searched bits."""
 
     bits: list[np.ndarray]
-    mse: float
+    decoded: list[_Decoded]
     bytes: int
-    last_error: torch.Tensor | None
-    searched: int
+    searched: int = 0
+
+    @property
+    def mse(self) -> float:
+        return float(np.mean([d.mse for d in self.decoded]))
+
+    @property
+    def psnr(self) -> float:
+        return psnr_of(self.mse)
 
 
 @dataclass
@@ -121,11 +138,9 @@ class RunEncoder:
         self.decoder = codec.tokenizer.decoder
 
     def work_units(self, frames: int, chunks: int) -> int:
-        """Progress units for a run: fit steps + search steps x chunks (twice with an update: the
-        chunks are searched with and without it) + frames."""
+        """Progress units for a run: fit steps + search steps x chunks + frames."""
         fit = self.preset.fit.steps if self.preset.fit else 0
-        searches = 2 if fit and self.preset.search_steps > 0 else 1
-        return fit + self.preset.search_steps * chunks * searches + frames
+        return fit + self.preset.search_steps * chunks + frames
 
     def prepare(self, frames: list[np.ndarray]) -> RunChunk:
         """Model input and encoder latents of one chunk's frames (streamed ``window`` at a time)."""
@@ -141,8 +156,10 @@ class RunEncoder:
                 latents.append(codec.tokenizer.encoder(video[:, :, lo : lo + step].to(codec.dtype), first=False))
         return RunChunk(frames, video, torch.cat(latents, dim=2))
 
-    def _mse(self, chunk: RunChunk, bits: np.ndarray) -> tuple[float, np.ndarray]:
-        """MSE (0..255) of the decoded chunk against its source, and the decoded last frame."""
+    def _decoded(self, chunk: RunChunk, bits: np.ndarray) -> _Decoded:
+        """``chunk`` decoded from ``bits`` by the decoder as it is now."""
+        from .api import _to_model  # api imports this module
+
         h, w = chunk.frames[0].shape[:2]
         total, count, last = 0.0, 0, None
         at = 0
@@ -152,7 +169,13 @@ class RunEncoder:
             count += source.size
             at += len(block)
             last = block[-1] if len(block) else last
-        return total / max(count, 1), last
+        n = len(chunk.frames)
+        decoded_last = _to_model([last], self.grid, self.codec.cfg.spatial_factor, self.codec.device)
+        return _Decoded(total / max(count, 1), decoded_last - chunk.video[:, :, n - 1 : n])
+
+    def _mse(self, chunk: RunChunk, bits: np.ndarray) -> float:
+        """MSE (0..255) of ``chunk`` decoded from ``bits`` against its source."""
+        return self._decoded(chunk, bits).mse
 
     def _bytes(self, bits: np.ndarray) -> int:
         """Payload bytes of a chunk's kept bits, chosen as the writer chooses (the smaller coding)."""
@@ -163,17 +186,20 @@ class RunEncoder:
             size = min(size, len(encode_bits(np.ascontiguousarray(bits[: self.keep]), self.entropy_model)))
         return size
 
+    def _outcome(self, chunks: list[RunChunk], bits: list[np.ndarray], update_bytes: int = 0) -> _Outcome:
+        """``bits`` decoded by the decoder as it is now, and their bytes (plus ``update_bytes``)."""
+        decoded = [self._decoded(c, b) for c, b in zip(chunks, bits)]
+        return _Outcome(bits, decoded, sum(self._bytes(b) for b in bits) + update_bytes)
+
     def encode(self, chunks: list[RunChunk], previous_error: torch.Tensor | None = None) -> RunResult:
-        """Choose the update and each chunk's bits for one run (see the module docstring): the chunks
-        are searched without the update and, when one is fitted, again with it; the update is sent
-        when what it adds (its gain over the run without it, searched bits included) pays for its
-        bytes."""
+        """Choose the update and each chunk's bits for one run (see the module docstring): the update
+        is fitted on the encoder's bits and kept where its gain pays for its bytes; the chunks are
+        then searched once, against the decoder as chosen, and a kept update is dropped again when
+        the searched bits without it are the better trade."""
         preset, stats = self.preset, {"frames": sum(len(c.frames) for c in chunks)}
         base = [(c.latents > 0)[0].cpu().numpy() for c in chunks]
-        base_bytes = sum(self._bytes(b) for b in base)
-        base_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
-        stats.update(base_bytes=base_bytes, base_psnr=psnr_of(base_mse))
-        best = self._choose(chunks, base, None, previous_error, base_mse)
+        start = self._outcome(chunks, base)
+        stats.update(base_bytes=start.bytes, base_psnr=start.psnr)
         update, payload = None, None
         if preset.fit is not None and preset.fit.steps > 0:
             targets = [ChunkTarget(self._codes(b), c.video) for c, b in zip(chunks, base)]
@@ -181,55 +207,55 @@ class RunEncoder:
             data = fitted.to_bytes()
             fitted = DecoderUpdate.from_bytes(data, self.decoder)  # exactly what the decoder will use
             with applied(self.decoder, fitted):
-                fit_mse = float(np.mean([self._mse(c, b)[0] for c, b in zip(chunks, base)]))
-                stats.update(update_bytes=len(data), update_gain_db=psnr_of(fit_mse) - psnr_of(base_mse))
-                with_update = self._choose(chunks, base, len(data), previous_error, fit_mse)
-            if pays(psnr_of(with_update.mse) - psnr_of(best.mse), best.bytes, with_update.bytes):
-                best, update, payload = with_update, fitted, data
+                fit = self._outcome(chunks, base, len(data))
+            stats.update(update_bytes=len(data), update_gain_db=fit.psnr - start.psnr)
+            if pays(fit.psnr - start.psnr, start.bytes, fit.bytes):
+                start, update, payload = fit, fitted, data
+        with applied(self.decoder, update):
+            best = self._choose(chunks, start, previous_error)
+        if update is not None and best.searched:  # the searched bits without the update: still worth its bytes?
+            without = self._outcome(chunks, best.bits)
+            without.searched = best.searched
+            if not pays(best.psnr - without.psnr, without.bytes, best.bytes):
+                best, update, payload = without, None, None
         for chunk, bits in zip(chunks, best.bits):
             chunk.bits = bits
             self.tick(len(chunk.frames))
         stats.update(update_sent=payload is not None, searched_chunks=best.searched, bytes=best.bytes)
-        return RunResult(update, payload, chunks, stats, best.last_error)
+        return RunResult(update, payload, chunks, stats, best.decoded[-1].last_error)
 
-    def _choose(self, chunks: list[RunChunk], base: list[np.ndarray], update_bytes: int | None,
-                previous_error: torch.Tensor | None, base_mse: float) -> _Outcome:
-        """Each chunk's bits with the decoder as it is now (``update_bytes``: the size of the update
-        applied to it, None for none): the searched bits where they pay, else the encoder's."""
+    def _choose(self, chunks: list[RunChunk], start: _Outcome, previous_error: torch.Tensor | None) -> _Outcome:
+        """Each chunk's bits with the decoder as it is now, from ``start`` (the encoder's bits decoded
+        with it): the searched bits where they pay, else the encoder's."""
         if self.preset.search_steps <= 0:
-            return _Outcome(base, base_mse, sum(self._bytes(b) for b in base) + (update_bytes or 0), previous_error, 0)
-        chosen, errors, searched = [], [], 0
-        for chunk, bits in zip(chunks, base):
-            bits, mse, previous_error, used = self._search(chunk, bits, previous_error)
-            chosen.append(bits)
-            errors.append(mse)
+            return start
+        update_bytes = start.bytes - sum(self._bytes(b) for b in start.bits)
+        bits, decoded, searched = [], [], 0
+        for chunk, old, before in zip(chunks, start.bits, start.decoded):
+            new, after, used = self._search(chunk, old, before, previous_error)
+            previous_error = after.last_error
+            bits.append(new)
+            decoded.append(after)
             searched += used
             self.tick(self.preset.search_steps)
-        total = sum(self._bytes(b) for b in chosen) + (update_bytes or 0)
-        return _Outcome(chosen, float(np.mean(errors)), total, previous_error, searched)
+        return _Outcome(bits, decoded, sum(self._bytes(b) for b in bits) + update_bytes, searched)
 
     def _codes(self, bits: np.ndarray) -> torch.Tensor:
         codes = bits_to_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], self.codec.cfg.num_bits)
         return codes.to(self.codec.dtype)
 
-    def _search(self, chunk: RunChunk, bits: np.ndarray, previous_error: torch.Tensor | None):
-        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits``; also their MSE, the
-        error of the chunk's last decoded frame (for the next chunk's flicker term) and 1 if searched
-        bits won."""
-        from .api import _to_model
-
+    def _search(self, chunk: RunChunk, bits: np.ndarray, before: _Decoded,
+                previous_error: torch.Tensor | None) -> tuple[np.ndarray, _Decoded, int]:  # fmt: skip
+        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits`` (decoded as
+        ``before``); also how the chosen bits decode and 1 if the searched bits won."""
         rate = self.preset.search_rate if self.entropy_model is not None else 0.0  # zstd only: no rate model
         cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model)
         found = search_bits(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error)
         found = found[0].cpu().numpy()
-        mse0, last0 = self._mse(chunk, bits)
-        mse1, last1 = self._mse(chunk, found)
-        won = pays(psnr_of(mse1) - psnr_of(mse0), self._bytes(bits), self._bytes(found))
-        chosen, mse, last = (found, mse1, last1) if won else (bits, mse0, last0)
-        s = self.codec.cfg.spatial_factor
-        n = len(chunk.frames)
-        error = _to_model([last], self.grid, s, self.codec.device) - chunk.video[:, :, n - 1 : n]
-        return chosen, mse, error, int(won)
+        after = self._decoded(chunk, found)
+        if pays(psnr_of(after.mse) - psnr_of(before.mse), self._bytes(bits), self._bytes(found)):
+            return found, after, 1
+        return bits, before, 0
 
 
 def resolve(name: str) -> Preset:

@@ -2,6 +2,8 @@
 
 import dataclasses
 import json
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,3 +121,15 @@ def test_time_budget_drives_the_cosine():
     assert learning_rate(50, cfg, progress=0.0) == pytest.approx(1.0)
     assert learning_rate(50, cfg, progress=0.5) == pytest.approx(0.5)
     assert learning_rate(50, cfg, progress=2.0) == pytest.approx(0.0)
+
+
+def test_the_checkout_leaves_room_for_the_training_pack():
+    """A device call carries at most 64 MiB: the tracked checkout plus ``.gpu-pack`` (about 10 MiB).
+    Results and pictures committed here must not crowd the pack out."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        listed = subprocess.run(["git", "-C", str(repo), "ls-files", "-z"], check=True, capture_output=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout")
+    tracked = sum((repo / n.decode()).stat().st_size for n in listed.split(b"\0") if n and (repo / n.decode()).is_file())
+    assert tracked <= (64 - 12) << 20, f"the checkout is {tracked / 2**20:.1f} MiB: leave 12 MiB for the pack"

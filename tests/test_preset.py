@@ -70,37 +70,60 @@ def test_a_run_is_never_worse_than_medium_on_the_rd_scale():
     frames = list(moving_pattern(9, 24, 32, seed=3))
     result = runner.encode([runner.prepare(frames)])
     stats = result.stats
-    mse = np.mean([runner._mse(c, c.bits)[0] for c in result.chunks])
+    mse = np.mean([runner._mse(c, c.bits) for c in result.chunks])
     gain = presets.psnr_of(mse) - stats["base_psnr"]
     if result.update is not None:
         with applied(runner.decoder, result.update):
-            gain = presets.psnr_of(np.mean([runner._mse(c, c.bits)[0] for c in result.chunks])) - stats["base_psnr"]
+            gain = presets.psnr_of(np.mean([runner._mse(c, c.bits) for c in result.chunks])) - stats["base_psnr"]
     assert gain >= presets.DB_PER_DOUBLING * np.log2(stats["bytes"] / stats["base_bytes"]) - 1e-6
 
 
-def test_searches_price_bits_with_the_files_context_model_and_weigh_the_update_against_them(monkeypatch):
+def _bias_sum(decoder) -> float:
+    return sum(float(p.detach().sum()) for n, p in decoder.named_parameters() if n.endswith("bias"))
+
+
+def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_chosen_decoder(monkeypatch):
     from test_container import net_model
 
     seen = []  # (rate weight, rate model, decoder bias sum) of each search
 
     def recording_search(tokenizer, video, latents, keep, cfg, previous_error=None):
-        bias = sum(float(p.detach().sum()) for n, p in tokenizer.decoder.named_parameters() if n.endswith("bias"))
-        seen.append((cfg.rate_weight, cfg.rate_model, bias))
+        seen.append((cfg.rate_weight, cfg.rate_model, _bias_sum(tokenizer.decoder)))
         return latents > 0
 
     monkeypatch.setattr(presets, "search_bits", recording_search)
+    monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: False)  # the update does not pay: searched without it
     frames = list(moving_pattern(9, 24, 32))
     plain = _runner()  # no context model (zstd files): the search has no rate term
+    original = _bias_sum(plain.decoder)
     plain.encode([plain.prepare(frames[:5]), plain.prepare(frames[5:])])
-    assert [w for w, m, _ in seen] == [0.0] * 4 and all(m is None for _, m, _ in seen)
-    assert plain.work_units(9, 2) == TINY_SLOW.fit.steps + 2 * 2 * TINY_SLOW.search_steps + 9  # two searches a chunk
+    assert [w for w, m, _ in seen] == [0.0] * 2 and all(m is None for _, m, _ in seen)
+    assert all(bias == original for _, _, bias in seen)
+    assert plain.work_units(9, 2) == TINY_SLOW.fit.steps + 2 * TINY_SLOW.search_steps + 9  # one search a chunk
     seen.clear()
+    monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: True)  # the update pays: searched with it
     model = net_model(bits=plain.codec.cfg.num_bits)
     rated = dataclasses.replace(TINY_SLOW, search_rate=presets.SEARCH_RATE)
     coded = presets.RunEncoder(plain.codec, plain.grid, plain.keep, rated, 19, model)
     coded.encode([coded.prepare(frames)])
-    assert [w for w, _, _ in seen] == [presets.SEARCH_RATE] * 2 and all(m is model for _, m, _ in seen)
-    assert seen[0][2] != seen[1][2]  # without the update, then with it
+    assert [(w, m) for w, m, _ in seen] == [(presets.SEARCH_RATE, model)]
+    assert seen[0][2] != original
+
+
+def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkeypatch):
+    monkeypatch.setattr(presets, "search_bits", lambda tokenizer, video, latents, keep, cfg, previous=None: latents < 0)
+    answers = iter([True, True, False])  # the update pays, the searched bits pay, the update on top of them does not
+    monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: next(answers))
+    runner = _runner()
+    original = _bias_sum(runner.decoder)
+    frames = list(moving_pattern(9, 24, 32))
+    chunk = runner.prepare(frames)
+    result = runner.encode([chunk])
+    assert result.payload is None and result.update is None and not result.stats["update_sent"]
+    assert result.stats["searched_chunks"] == 1
+    assert np.array_equal(result.chunks[0].bits, (chunk.latents < 0)[0].numpy())
+    assert result.stats["bytes"] == runner._bytes(result.chunks[0].bits)  # no update bytes counted
+    assert _bias_sum(runner.decoder) == original  # the decoder is left as it was
 
 
 class _RecordingWriter:

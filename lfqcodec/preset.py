@@ -198,7 +198,7 @@ class RunEncoder:
         the searched bits without it are the better trade."""
         preset, stats = self.preset, {"frames": sum(len(c.frames) for c in chunks)}
         base = [(c.latents > 0)[0].cpu().numpy() for c in chunks]
-        start = self._outcome(chunks, base)
+        start = plain = self._outcome(chunks, base)
         stats.update(base_bytes=start.bytes, base_psnr=start.psnr)
         update, payload = None, None
         if preset.fit is not None and preset.fit.steps > 0:
@@ -216,8 +216,9 @@ class RunEncoder:
         if update is not None and best.searched:  # the searched bits without the update: still worth its bytes?
             without = self._outcome(chunks, best.bits)
             without.searched = best.searched
-            if not pays(best.psnr - without.psnr, without.bytes, best.bytes):
-                best, update, payload = without, None, None
+            if not pays(best.psnr - without.psnr, without.bytes, best.bytes):  # and never below medium's bits
+                best = without if pays(without.psnr - plain.psnr, plain.bytes, without.bytes) else plain
+                update, payload = None, None
         for chunk, bits in zip(chunks, best.bits):
             chunk.bits = bits
             self.tick(len(chunk.frames))

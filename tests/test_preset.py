@@ -110,9 +110,12 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
     assert seen[0][2] != original
 
 
-def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkeypatch):
+@pytest.mark.parametrize("searched_alone_pays", [True, False])
+def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkeypatch, searched_alone_pays):
     monkeypatch.setattr(presets, "search_bits", lambda tokenizer, video, latents, keep, cfg, previous=None: latents < 0)
-    answers = iter([True, True, False])  # the update pays, the searched bits pay, the update on top of them does not
+    # the update pays, the searched bits pay, the update on top of them does not; then the searched bits
+    # without the update against the encoder's bits
+    answers = iter([True, True, False, searched_alone_pays])
     monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: next(answers))
     runner = _runner()
     original = _bias_sum(runner.decoder)
@@ -120,8 +123,9 @@ def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkey
     chunk = runner.prepare(frames)
     result = runner.encode([chunk])
     assert result.payload is None and result.update is None and not result.stats["update_sent"]
-    assert result.stats["searched_chunks"] == 1
-    assert np.array_equal(result.chunks[0].bits, (chunk.latents < 0)[0].numpy())
+    chosen = chunk.latents < 0 if searched_alone_pays else chunk.latents > 0
+    assert result.stats["searched_chunks"] == int(searched_alone_pays)
+    assert np.array_equal(result.chunks[0].bits, chosen[0].numpy())
     assert result.stats["bytes"] == runner._bytes(result.chunks[0].bits)  # no update bytes counted
     assert _bias_sum(runner.decoder) == original  # the decoder is left as it was
 

@@ -187,6 +187,26 @@ def _arg_text(value) -> str:
     return ".".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
+def summarise(rows: list[dict], presets: list[str]) -> dict:
+    """Per preset, means over the clips that also have a row of ``presets[0]`` (the reference): PSNR
+    gain, bits-per-pixel ratio, encode fps, and decode time with the update against without."""
+    summary = {}
+    reference = {r["clip"]: r for r in rows if r["preset"] == presets[0]}
+    for name in presets:
+        mine = [r for r in rows if r["preset"] == name and r["clip"] in reference]
+        base = [reference[r["clip"]] for r in mine]
+        if not mine:
+            continue
+        summary[name] = {
+            "clips": [r["clip"] for r in mine],
+            "mean_psnr_gain_db": float(np.mean([m["psnr"] - b["psnr"] for m, b in zip(mine, base)])),
+            "mean_bpp_ratio": float(np.mean([m["bpp"] / b["bpp"] for m, b in zip(mine, base)])),
+            "mean_encode_fps": float(np.mean([m["encode_fps"] for m in mine])),
+            "mean_decode_ratio": float(np.mean([m["decode_s"] / m["decode_s_without_update"] for m in mine])),
+        }
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="+", type=Path)
@@ -261,20 +281,7 @@ def main() -> None:
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.write_text(json.dumps({**record, "rows": rows}, indent=1) + "\n")
-    summary = {}
-    for name in args.presets:
-        base = {r["clip"]: r for r in rows if r["preset"] == args.presets[0]}
-        mine = [r for r in rows if r["preset"] == name and r["clip"] in base]
-        base = [base[r["clip"]] for r in mine]
-        if not mine:
-            continue
-        summary[name] = {
-            "mean_psnr_gain_db": float(np.mean([m["psnr"] - b["psnr"] for m, b in zip(mine, base)])),
-            "mean_bpp_ratio": float(np.mean([m["bpp"] / b["bpp"] for m, b in zip(mine, base)])),
-            "mean_encode_fps": float(np.mean([m["encode_fps"] for m in mine])),
-            "mean_decode_ratio": float(np.mean([m["decode_s"] / m["decode_s_without_update"] for m in mine])),
-        }
-    record["summary"] = summary
+    record["summary"] = summary = summarise(rows, args.presets)
     print(json.dumps(summary, indent=1), flush=True)
     if args.out:
         args.out.write_text(json.dumps({**record, "rows": rows}, indent=1) + "\n")

@@ -27,8 +27,8 @@ import av
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-HELD_OUT = (REPO.parent / "shared/data/validation/armwrestling.mp4", Path("video/kitten.mp4"), Path("video/aquarium.mp4"),
-            Path("video/vtest.avi"))  # fmt: skip
+HELD_OUT = (REPO.parent / "shared/data/validation/armwrestling.mp4", Path("video/kitten.mp4"),
+            Path("video/aquarium.mp4"), Path("video/vtest.avi"))  # the --data folder's, unless absolute
 PACKAGES = ("zstandard", "constriction")  # imported by the encoder; absent from the GPU image
 SPARE_FRAMES = 8  # packets past the last frame measured (decoders may hold frames back)
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -65,8 +65,9 @@ def fetch_wheels(out: Path) -> list[Path]:
     """Wheels of ``PACKAGES`` at the installed versions, for CPython 3.12 on x86-64 Linux."""
     pins = [f"{name}=={version(name)}" for name in PACKAGES]
     platforms = [arg for p in WHEEL_PLATFORMS for arg in ("--platform", p)]
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--implementation", "cp", *platforms, "-d", str(out), *pins], check=True)  # fmt: skip
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--implementation", "cp", *platforms, "-d", str(out), *pins],
+                   check=True)  # fmt: skip
     return sorted(out.glob("*.whl"))
 
 
@@ -85,7 +86,8 @@ def main() -> None:
         dst = args.out / "clips" / src.name
         packets = cut_clip(src, dst, args.frames)
         digest = hashlib.sha256(dst.read_bytes()).hexdigest()
-        manifest["clips"].append({"file": f"clips/{dst.name}", "source": src.name, "packets": packets, "sha256": digest})
+        entry = {"file": f"clips/{dst.name}", "source": src.name, "packets": packets, "sha256": digest}
+        manifest["clips"].append(entry)
         print(f"{dst.name}: {packets} packets, {dst.stat().st_size / 1024:.0f} KiB")
     for wheel in fetch_wheels(args.out / "wheels"):
         manifest["wheels"].append(wheel.name)

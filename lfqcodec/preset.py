@@ -99,13 +99,18 @@ class _Decoded:
 
 @dataclass
 class _Outcome:
-    """One way of coding a run's chunks: their bits, each chunk decoded, the bytes (update included)
-    and how many chunks hold searched bits."""
+    """One way of coding a run's chunks: their bits, each chunk decoded, each chunk's payload bytes,
+    the update's bytes (0: none) and how many chunks hold searched bits."""
 
     bits: list[np.ndarray]
     decoded: list[_Decoded]
-    bytes: int
+    chunk_bytes: list[int]
+    update_bytes: int = 0
     searched: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(self.chunk_bytes) + self.update_bytes
 
     @property
     def mse(self) -> float:
@@ -186,10 +191,11 @@ class RunEncoder:
             size = min(size, len(encode_bits(np.ascontiguousarray(bits[: self.keep]), self.entropy_model)))
         return size
 
-    def _outcome(self, chunks: list[RunChunk], bits: list[np.ndarray], update_bytes: int = 0) -> _Outcome:
-        """``bits`` decoded by the decoder as it is now, and their bytes (plus ``update_bytes``)."""
+    def _outcome(self, chunks: list[RunChunk], bits: list[np.ndarray], chunk_bytes: list[int] | None = None,
+                 update_bytes: int = 0) -> _Outcome:  # fmt: skip
+        """``bits`` decoded by the decoder as it is now, and their bytes (``chunk_bytes`` where known)."""
         decoded = [self._decoded(c, b) for c, b in zip(chunks, bits)]
-        return _Outcome(bits, decoded, sum(self._bytes(b) for b in bits) + update_bytes)
+        return _Outcome(bits, decoded, chunk_bytes or [self._bytes(b) for b in bits], update_bytes)
 
     def encode(self, chunks: list[RunChunk], previous_error: torch.Tensor | None = None) -> RunResult:
         """Choose the update and each chunk's bits for one run (see the module docstring): the update
@@ -207,15 +213,16 @@ class RunEncoder:
             data = fitted.to_bytes()
             fitted = DecoderUpdate.from_bytes(data, self.decoder)  # exactly what the decoder will use
             with applied(self.decoder, fitted):
-                fit = self._outcome(chunks, base, len(data))
+                fit = self._outcome(chunks, base, start.chunk_bytes, len(data))
             stats.update(update_bytes=len(data), update_gain_db=fit.psnr - start.psnr)
             if pays(fit.psnr - start.psnr, start.bytes, fit.bytes):
                 start, update, payload = fit, fitted, data
         with applied(self.decoder, update):
             best = self._choose(chunks, start, previous_error)
         if update is not None and best.searched:  # the searched bits without the update: still worth its bytes?
-            without = self._outcome(chunks, best.bits)
-            without.searched = best.searched
+            decoded = [before if b is old else self._decoded(c, b)  # chunks not searched: decoded already
+                       for c, b, old, before in zip(chunks, best.bits, plain.bits, plain.decoded)]
+            without = _Outcome(best.bits, decoded, best.chunk_bytes, 0, best.searched)
             if not pays(best.psnr - without.psnr, without.bytes, best.bytes):  # and never below medium's bits
                 best = without if pays(without.psnr - plain.psnr, plain.bytes, without.bytes) else plain
                 update, payload = None, None
@@ -230,33 +237,33 @@ class RunEncoder:
         with it): the searched bits where they pay, else the encoder's."""
         if self.preset.search_steps <= 0:
             return start
-        update_bytes = start.bytes - sum(self._bytes(b) for b in start.bits)
-        bits, decoded, searched = [], [], 0
-        for chunk, old, before in zip(chunks, start.bits, start.decoded):
-            new, after, used = self._search(chunk, old, before, previous_error)
+        result = _Outcome([], [], [], start.update_bytes)
+        for chunk, old, before, size in zip(chunks, start.bits, start.decoded, start.chunk_bytes):
+            new, after, new_size = self._search(chunk, old, before, size, previous_error)
             previous_error = after.last_error
-            bits.append(new)
-            decoded.append(after)
-            searched += used
+            result.bits.append(new)
+            result.decoded.append(after)
+            result.chunk_bytes.append(new_size)
+            result.searched += int(new is not old)
             self.tick(self.preset.search_steps)
-        return _Outcome(bits, decoded, sum(self._bytes(b) for b in bits) + update_bytes, searched)
+        return result
 
     def _codes(self, bits: np.ndarray) -> torch.Tensor:
         codes = bits_to_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], self.codec.cfg.num_bits)
         return codes.to(self.codec.dtype)
 
-    def _search(self, chunk: RunChunk, bits: np.ndarray, before: _Decoded,
+    def _search(self, chunk: RunChunk, bits: np.ndarray, before: _Decoded, size: int,
                 previous_error: torch.Tensor | None) -> tuple[np.ndarray, _Decoded, int]:  # fmt: skip
         """Searched bits for ``chunk`` if they pay for their bytes, else ``bits`` (decoded as
-        ``before``); also how the chosen bits decode and 1 if the searched bits won."""
+        ``before``, ``size`` bytes); also how the chosen bits decode and their bytes."""
         rate = self.preset.search_rate if self.entropy_model is not None else 0.0  # zstd only: no rate model
         cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model)
         found = search_bits(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error)
         found = found[0].cpu().numpy()
-        after = self._decoded(chunk, found)
-        if pays(psnr_of(after.mse) - psnr_of(before.mse), self._bytes(bits), self._bytes(found)):
-            return found, after, 1
-        return bits, before, 0
+        after, found_size = self._decoded(chunk, found), self._bytes(found)
+        if pays(psnr_of(after.mse) - psnr_of(before.mse), size, found_size):
+            return found, after, found_size
+        return bits, before, size
 
 
 def resolve(name: str) -> Preset:

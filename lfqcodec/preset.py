@@ -5,8 +5,9 @@
 - ``slow`` / ``veryslow``: per run of chunks (at most ``run_frames`` frames), a decoder update
   (:mod:`lfqcodec.adapt`) is fitted on the run's frames and kept when it pays on the encoder's bits;
   then the bits of each chunk are searched once (:mod:`lfqcodec.search`, rate-aware with the file's
-  context model) against the decoder as chosen; a kept update is stored before the run's chunks
-  unless the searched bits do better without it.
+  context model) against the decoder as chosen: its best bits are kept where they pay, else each
+  tile's best trade at the slope below where those pay (a search on a cheap rate term can overshoot);
+  a kept update is stored before the run's chunks unless the searched bits do better without it.
 
 Every choice a slow preset makes is a rate-distortion decision: a chunk's searched bits replace the
 encoder's, and an update is sent, only where the PSNR gained pays for the bytes added at the slope of
@@ -30,7 +31,7 @@ from .adapt_fit import ChunkTarget, FitConfig, fit_update
 from .bitpack import compressed_size
 from .layers import streaming
 from .quantizer import bits_to_codes
-from .search import SearchConfig, search_bits
+from .search import SearchConfig, search_candidates
 
 DB_PER_DOUBLING = 6.02  # rate-distortion slope a change must beat (a typical codec's: 6 dB per doubling)
 FAST_WINDOW = 4
@@ -67,10 +68,16 @@ PRESETS: dict[str, Preset] = {
 }
 
 
+def margin(psnr_gain_db: float, bytes_before: int, bytes_after: int, slope: float = DB_PER_DOUBLING) -> float:
+    """``gain - slope * log2(after / before)``: what a change that gains ``psnr_gain_db`` for
+    ``bytes_before -> bytes_after`` earns beyond its bytes' price (dB)."""
+    return psnr_gain_db - slope * math.log2(max(bytes_after, 1) / max(bytes_before, 1))
+
+
 def pays(psnr_gain_db: float, bytes_before: int, bytes_after: int, slope: float = DB_PER_DOUBLING) -> bool:
     """Whether a change that gains ``psnr_gain_db`` for ``bytes_before -> bytes_after`` is worth it:
-    ``gain > slope * log2(after / before)`` (a change that saves bytes pays unless it loses more)."""
-    return psnr_gain_db > slope * math.log2(max(bytes_after, 1) / max(bytes_before, 1))
+    a positive :func:`margin` (a change that saves bytes pays unless it loses more)."""
+    return margin(psnr_gain_db, bytes_before, bytes_after, slope) > 0
 
 
 def psnr_of(mse: float) -> float:
@@ -254,15 +261,18 @@ class RunEncoder:
 
     def _search(self, chunk: RunChunk, bits: np.ndarray, before: _Decoded, size: int,
                 previous_error: torch.Tensor | None) -> tuple[np.ndarray, _Decoded, int]:  # fmt: skip
-        """Searched bits for ``chunk`` if they pay for their bytes, else ``bits`` (decoded as
-        ``before``, ``size`` bytes); also how the chosen bits decode and their bytes."""
+        """The first searched candidate (:func:`~lfqcodec.search.search_candidates`: the search's best,
+        then each tile's best trade) that pays for its bytes, else ``bits`` (decoded as ``before``,
+        ``size`` bytes); also how the chosen bits decode and their bytes."""
         rate = self.preset.search_rate if self.entropy_model is not None else 0.0  # zstd only: no rate model
-        cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model)
-        found = search_bits(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error)
-        found = found[0].cpu().numpy()
-        after, found_size = self._decoded(chunk, found), self._bytes(found)
-        if pays(psnr_of(after.mse) - psnr_of(before.mse), size, found_size):
-            return found, after, found_size
+        cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model,
+                           trade_db_per_doubling=DB_PER_DOUBLING)  # fmt: skip
+        tokenizer = self.codec.tokenizer
+        for found in search_candidates(tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error):
+            found = found[0].cpu().numpy()
+            after, found_size = self._decoded(chunk, found), self._bytes(found)
+            if pays(psnr_of(after.mse) - psnr_of(before.mse), size, found_size):
+                return found, after, found_size
         return bits, before, size
 
 

@@ -23,6 +23,12 @@ presets', ``lfqcodec.preset.SEARCH_RATE``) keeps about the rate and most of the 
 model, ``R`` counts the kept bits that differ from the same bit one latent frame earlier (what
 zstd's repeated bytes find cheap).
 
+With ``trade_db_per_doubling > 0`` (and a rate model) each tile also remembers the step with the
+best trade of its squared error against its code length at that slope (PSNR gained minus
+``trade_db_per_doubling x log2(rate / rate at the start)``), the scale on which the caller judges the
+result: a search run on a cheap rate term can overshoot, and its best step by that scale is then an
+earlier, smaller change. :func:`search_candidates` returns both sets of bits.
+
 Large frames are searched in tiles of the latent grid with a margin of ``halo`` tokens decoded
 around each for context, so memory stays bounded; each tile starts from the bits already chosen
 for the tiles before it. A tile's result is never worse than its start on the decoded crop.
@@ -30,6 +36,7 @@ for the tiles before it. A tile's result is never worse than its start on the de
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -50,6 +57,8 @@ class SearchConfig:
     rate_weight: float = 0.0  # weight of the rate term (module docstring); 0 = the search ignores the rate
     rate_model: object = None  # the file's context model (lfqcodec.entropy.FittedModel) for the rate term;
     # None: the rate term counts changed bits
+    trade_db_per_doubling: float = 0.0  # > 0, with a rate model: also keep each tile's best step at this
+    # exchange rate of PSNR against code length (a second candidate, module docstring)
 
 
 def _spans(size: int, tile: int) -> list[tuple[int, int]]:
@@ -74,12 +83,27 @@ def search_bits(
     ``previous_error``: decoded minus source of the frame before the chunk (``1 x 3 x 1 x H x W``),
     when the chunk continues the same scene.
     Returns bool bits ``1 x B x T' x h x w``: searched bits first, the encoder's for the rest."""
+    return search_candidates(tokenizer, video, latents, keep_bits, cfg, previous_error)[0]
+
+
+def search_candidates(
+    tokenizer: Tokenizer,
+    video: torch.Tensor,
+    latents: torch.Tensor,
+    keep_bits: int,
+    cfg: SearchConfig,
+    previous_error: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """:func:`search_bits`' bits (each tile's best step by the search's loss), then, with
+    ``cfg.trade_db_per_doubling > 0`` and a rate model, each tile's best step by that trade when
+    those bits differ (module docstring). Tiles after the first start from the first candidate's bits."""
     bits = latents > 0
     if cfg.steps <= 0 or keep_bits <= 0:
-        return bits
+        return [bits]
     s = tokenizer.cfg.spatial_factor
     dropped = latents.new_zeros(latents[:, keep_bits:].shape)
     current = latents[:, :keep_bits].detach().float().clone()
+    traded = current.clone()
     _, _, _, h, w = current.shape
     with torch.enable_grad():
         for y0, y1 in _spans(h, cfg.tile):
@@ -91,10 +115,17 @@ def search_bits(
                 pixels = (..., slice(ya * s, yb * s), slice(xa * s, xb * s))
                 target = video[pixels].float()
                 before = previous_error[pixels].float() if previous_error is not None else None
-                found = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, before, cfg)
+                found, trade = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, before, cfg)
                 current[..., y0:y1, x0:x1] = found
+                traded[..., y0:y1, x0:x1] = trade
     bits[:, :keep_bits] = current > 0
-    return bits
+    candidates = [bits]
+    if cfg.trade_db_per_doubling > 0 and cfg.rate_model is not None and cfg.rate_weight > 0:
+        other = bits.clone()
+        other[:, :keep_bits] = traded > 0
+        if not torch.equal(other, bits):
+            candidates.append(other)
+    return candidates
 
 
 def _search_tile(
@@ -106,28 +137,44 @@ def _search_tile(
     previous_error: torch.Tensor | None,
     cfg: SearchConfig,
 ) -> torch.Tensor:
-    """Adam on the latents of ``context[inner]``; returns the best latents for that region."""
+    """Adam on the latents of ``context[inner]``; returns the best latents for that region by the
+    search's loss, and by the trade of ``cfg.trade_db_per_doubling`` (the start where not asked for)."""
     dtype = next(tokenizer.decoder.parameters()).dtype
     variable = context[inner].clone().requires_grad_(True)
     optimizer = torch.optim.Adam([variable], lr=cfg.lr)
     best_loss, best = float("inf"), variable.detach().clone()
-    scale = None
+    best_trade, traded = 0.0, best  # the start trades at 0 dB
+    scale, start = None, None
     for _ in range(cfg.steps):
         latents = context.clone()
         latents[inner] = variable
         signs = straight_through_sign(latents)
         codes = torch.cat([signs, dropped.float()], dim=1).to(dtype)
-        loss = _loss(tokenizer.decoder(codes, first=True).float() - target, previous_error, cfg.temporal_weight)
+        error = tokenizer.decoder(codes, first=True).float() - target
+        loss = _loss(error, previous_error, cfg.temporal_weight)
         if cfg.rate_weight > 0:
             rate = _changes(signs[inner]) if cfg.rate_model is None else _code_length(signs, inner, cfg.rate_model)
             if scale is None:  # e0 / R0 at the start
                 scale = loss.item() / max(rate.item(), 1.0)
+            if cfg.trade_db_per_doubling > 0 and cfg.rate_model is not None:
+                point = (error.pow(2).mean().item(), max(rate.item(), 1.0))
+                start = start or point
+                trade = _trade(start, point, cfg.trade_db_per_doubling)
+                if trade > best_trade:
+                    best_trade, traded = trade, variable.detach().clone()
             loss = loss + cfg.rate_weight * scale * rate
         if loss.item() < best_loss:
             best_loss, best = loss.item(), variable.detach().clone()
         (variable.grad,) = torch.autograd.grad(loss, [variable])
         optimizer.step()
-    return best
+    return best, traded
+
+
+def _trade(start: tuple[float, float], point: tuple[float, float], db_per_doubling: float) -> float:
+    """PSNR gained from ``start`` to ``point`` (each ``(squared error, code length)``) less
+    ``db_per_doubling`` per doubling of the code length."""
+    gain = 10 * math.log10(max(start[0], 1e-12) / max(point[0], 1e-12))
+    return gain - db_per_doubling * math.log2(point[1] / start[1])
 
 
 def _changes(signs: torch.Tensor) -> torch.Tensor:

@@ -45,6 +45,30 @@ def test_pays_is_the_6db_per_doubling_rule():
     assert not presets.pays(-1.0, 1000, 900)
 
 
+@pytest.mark.parametrize("margins, chosen", [((-1.0, 0.5), 1), ((0.8, 0.5), 0), ((0.2, 0.5), 0), ((-1.0, -0.1), None)])
+def test_the_first_searched_candidate_that_pays_is_kept(monkeypatch, margins, chosen):
+    runner = _runner(dataclasses.replace(TINY_SLOW, fit=None))
+    chunk = runner.prepare(list(moving_pattern(9, 24, 32)))
+    flipped = chunk.latents.clone()
+    flipped[:, 0] = -flipped[:, 0]
+    candidates = [chunk.latents < 0, flipped > 0]
+    monkeypatch.setattr(presets, "search_candidates", lambda *args, **kwargs: candidates)
+    sizes = {}  # each candidate's bytes name it
+
+    def sized(bits):
+        for i, c in enumerate(candidates):
+            if np.array_equal(bits, c[0].numpy()):
+                return sizes.setdefault(i, 1000 + i)
+        return 900
+
+    monkeypatch.setattr(runner, "_bytes", sized)
+    monkeypatch.setattr(presets, "margin", lambda gain, before, after, slope=6.02: margins[after - 1000])
+    result = runner.encode([chunk])
+    want = chunk.latents[0] > 0 if chosen is None else candidates[chosen][0]
+    assert np.array_equal(result.chunks[0].bits, want.numpy())
+    assert result.stats["searched_chunks"] == int(chosen is not None)
+
+
 def test_run_round_trip_decoder_matches_the_encoders_reconstruction(monkeypatch):
     monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: True)  # send the update whatever it gains
     runner = _runner()
@@ -89,9 +113,10 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
 
     def recording_search(tokenizer, video, latents, keep, cfg, previous_error=None):
         seen.append((cfg.rate_weight, cfg.rate_model, _bias_sum(tokenizer.decoder)))
-        return latents > 0
+        assert cfg.trade_db_per_doubling == presets.DB_PER_DOUBLING
+        return [latents > 0]
 
-    monkeypatch.setattr(presets, "search_bits", recording_search)
+    monkeypatch.setattr(presets, "search_candidates", recording_search)
     monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: False)  # the update does not pay: searched without it
     frames = list(moving_pattern(9, 24, 32))
     plain = _runner()  # no context model (zstd files): the search has no rate term
@@ -112,7 +137,7 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
 
 @pytest.mark.parametrize("searched_alone_pays", [True, False])
 def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkeypatch, searched_alone_pays):
-    monkeypatch.setattr(presets, "search_bits", lambda tokenizer, video, latents, keep, cfg, previous=None: latents < 0)
+    monkeypatch.setattr(presets, "search_candidates", lambda tokenizer, video, latents, *args: [latents < 0])
     # the update pays, the searched bits pay, the update on top of them does not; then the searched bits
     # without the update against the encoder's bits
     answers = iter([True, True, False, searched_alone_pays])

@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 from fractions import Fraction
 
@@ -7,7 +8,7 @@ import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 
 import lfqcodec
-from lfqcodec.search import SearchConfig, _loss, _spans, search_bits
+from lfqcodec.search import SearchConfig, _loss, _spans, _trade, search_bits, search_candidates
 from lfqcodec.tokenizer import Tokenizer
 
 
@@ -65,6 +66,33 @@ def test_rate_term_with_a_context_model_keeps_the_bits_cheaper():
         found = search_bits(model, video, latents, keep, cfg)[0, :keep].numpy()
         size[weight] = len(encode_bits(np.ascontiguousarray(found), rate_model))
     assert size[8.0] < size[0.0]
+
+
+def test_trade_is_psnr_gained_less_the_price_of_the_rate():
+    assert _trade((1.0, 100.0), (1.0, 100.0), 6.02) == 0.0
+    assert _trade((1.0, 100.0), (0.5, 100.0), 6.02) == pytest.approx(3.0103, abs=1e-4)
+    assert _trade((1.0, 100.0), (0.5, 200.0), 6.02) == pytest.approx(3.0103 - 6.02, abs=1e-4)
+
+
+def test_the_second_candidate_is_each_tiles_best_trade():
+    from test_container import net_model
+
+    from lfqcodec.entropy import encode_bits
+
+    model, rate_model = tiny_tokenizer(), net_model(bits=TINY_CONFIG.num_bits)
+    video = torch.from_numpy(moving_pattern(9, 48, 48)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    keep = TINY_CONFIG.quality_bits["medium"]
+    with torch.no_grad():
+        latents = model.encoder(video)
+    cfg = SearchConfig(steps=8, temporal_weight=0, rate_weight=0.01, rate_model=rate_model)
+    assert len(search_candidates(model, video, latents, keep, cfg)) == 1  # not asked for
+    strict = dataclasses.replace(cfg, trade_db_per_doubling=1e6)  # no rise of the rate is worth anything
+    found = search_candidates(model, video, latents, keep, strict)
+    assert torch.equal(found[0], search_bits(model, video, latents, keep, cfg))
+    size = [len(encode_bits(np.ascontiguousarray(f[0, :keep].numpy()), rate_model)) for f in found]
+    start = len(encode_bits(np.ascontiguousarray((latents > 0)[0, :keep].numpy()), rate_model))
+    assert size[-1] <= start + 16  # the traded bits do not buy pictures with rate (one tile: coder rounding aside)
+    assert all(torch.equal(f[:, keep:], (latents > 0)[:, keep:]) for f in found)
 
 
 def test_zero_steps_keep_the_encoder_bits():

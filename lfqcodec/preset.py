@@ -31,7 +31,7 @@ from .adapt_fit import ChunkTarget, FitConfig, fit_update
 from .bitpack import compressed_size
 from .layers import streaming
 from .quantizer import bits_to_codes
-from .search import SearchConfig, search_candidates
+from .search import SearchConfig, search_candidates, tiles_of
 
 DB_PER_DOUBLING = 6.02  # rate-distortion slope a change must beat (a typical codec's: 6 dB per doubling)
 FAST_WINDOW = 4
@@ -149,10 +149,16 @@ class RunEncoder:
         self.tick = tick or (lambda units: None)
         self.decoder = codec.tokenizer.decoder
 
+    @property
+    def search_tiles(self) -> int:
+        """Tiles the search visits in each chunk (:func:`lfqcodec.search.tiles_of`)."""
+        return tiles_of(self.grid, SearchConfig().tile)
+
     def work_units(self, frames: int, chunks: int) -> int:
-        """Progress units for a run: fit steps + search steps x chunks + frames."""
+        """Progress units for a run: fit steps + search steps x tiles x chunks + frames (a fitting
+        step and a search step on one tile cost about the same)."""
         fit = self.preset.fit.steps if self.preset.fit else 0
-        return fit + self.preset.search_steps * chunks + frames
+        return fit + self.preset.search_steps * self.search_tiles * chunks + frames
 
     def prepare(self, frames: list[np.ndarray]) -> RunChunk:
         """Model input and encoder latents of one chunk's frames (streamed ``window`` at a time)."""
@@ -252,7 +258,6 @@ class RunEncoder:
             result.decoded.append(after)
             result.chunk_bytes.append(new_size)
             result.searched += int(new is not old)
-            self.tick(self.preset.search_steps)
         return result
 
     def _codes(self, bits: np.ndarray) -> torch.Tensor:
@@ -267,8 +272,9 @@ class RunEncoder:
         rate = self.preset.search_rate if self.entropy_model is not None else 0.0  # zstd only: no rate model
         cfg = SearchConfig(steps=self.preset.search_steps, rate_weight=rate, rate_model=self.entropy_model,
                            trade_db_per_doubling=DB_PER_DOUBLING)  # fmt: skip
-        tokenizer = self.codec.tokenizer
-        for found in search_candidates(tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error):
+        searched = search_candidates(self.codec.tokenizer, chunk.video, chunk.latents, self.keep, cfg, previous_error,
+                                     on_tile=lambda: self.tick(self.preset.search_steps))  # fmt: skip
+        for found in searched:
             found = found[0].cpu().numpy()
             after, found_size = self._decoded(chunk, found), self._bytes(found)
             if pays(psnr_of(after.mse) - psnr_of(before.mse), size, found_size):

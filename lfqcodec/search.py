@@ -37,6 +37,7 @@ for the tiles before it. A tile's result is never worse than its start on the de
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from itertools import pairwise
 
@@ -68,6 +69,11 @@ def _spans(size: int, tile: int) -> list[tuple[int, int]]:
     return list(pairwise(edges))
 
 
+def tiles_of(grid: tuple[int, int], tile: int) -> int:
+    """How many tiles of at most ``tile`` tokens a search visits on a latent ``grid`` (h, w)."""
+    return len(_spans(grid[0], tile)) * len(_spans(grid[1], tile))
+
+
 def search_bits(
     tokenizer: Tokenizer,
     video: torch.Tensor,
@@ -93,10 +99,12 @@ def search_candidates(
     keep_bits: int,
     cfg: SearchConfig,
     previous_error: torch.Tensor | None = None,
+    on_tile: Callable[[], None] | None = None,
 ) -> list[torch.Tensor]:
     """:func:`search_bits`' bits (each tile's best step by the search's loss), then, with
     ``cfg.trade_db_per_doubling > 0`` and a rate model, each tile's best step by that trade when
-    those bits differ (module docstring). Tiles after the first start from the first candidate's bits."""
+    those bits differ (module docstring). Tiles after the first start from the first candidate's bits.
+    ``on_tile()`` is called after each tile's search."""
     bits = latents > 0
     if cfg.steps <= 0 or keep_bits <= 0:
         return [bits]
@@ -118,6 +126,8 @@ def search_candidates(
                 found, trade = _search_tile(tokenizer, context, inner, dropped[..., ya:yb, xa:xb], target, before, cfg)
                 current[..., y0:y1, x0:x1] = found
                 traded[..., y0:y1, x0:x1] = trade
+                if on_tile is not None:
+                    on_tile()
     bits[:, :keep_bits] = current > 0
     candidates = [bits]
     if cfg.trade_db_per_doubling > 0 and cfg.rate_model is not None and cfg.rate_weight > 0:

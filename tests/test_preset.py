@@ -11,6 +11,7 @@ from conftest import moving_pattern, tiny_tokenizer, write_clip
 
 import lfqcodec
 from lfqcodec import preset as presets
+from lfqcodec import search as searching
 from lfqcodec.adapt import UpdateSpec, UpdateState, applied
 from lfqcodec.adapt_fit import FitConfig
 from lfqcodec.api import Codec
@@ -69,6 +70,20 @@ def test_the_first_searched_candidate_that_pays_is_kept(monkeypatch, margins, ch
     assert result.stats["searched_chunks"] == int(chosen is not None)
 
 
+def test_progress_counts_each_search_tile_and_ends_at_the_frames(monkeypatch):
+    monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: False)
+    runner = _runner(dataclasses.replace(TINY_SLOW, fit=None), size=(40, 56))
+    monkeypatch.setattr(presets, "SearchConfig", lambda **kw: searching.SearchConfig(**{**kw, "tile": 2}))
+    tiles = runner.search_tiles
+    assert tiles == len(searching._spans(runner.grid[0], 2)) * len(searching._spans(runner.grid[1], 2)) > 1
+    done = []
+    runner.tick = done.append
+    frames = list(moving_pattern(9, 40, 56))
+    runner.encode([runner.prepare(frames[:5]), runner.prepare(frames[5:])])
+    assert sum(done) == runner.work_units(9, 2) == 2 * tiles * TINY_SLOW.search_steps + 9
+    assert done.count(TINY_SLOW.search_steps) == 2 * tiles  # one tick a tile
+
+
 def test_run_round_trip_decoder_matches_the_encoders_reconstruction(monkeypatch):
     monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: True)  # send the update whatever it gains
     runner = _runner()
@@ -111,7 +126,7 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
 
     seen = []  # (rate weight, rate model, decoder bias sum) of each search
 
-    def recording_search(tokenizer, video, latents, keep, cfg, previous_error=None):
+    def recording_search(tokenizer, video, latents, keep, cfg, previous_error=None, on_tile=None):
         seen.append((cfg.rate_weight, cfg.rate_model, _bias_sum(tokenizer.decoder)))
         assert cfg.trade_db_per_doubling == presets.DB_PER_DOUBLING
         return [latents > 0]
@@ -124,6 +139,7 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
     plain.encode([plain.prepare(frames[:5]), plain.prepare(frames[5:])])
     assert [w for w, m, _ in seen] == [0.0] * 2 and all(m is None for _, m, _ in seen)
     assert all(bias == original for _, _, bias in seen)
+    assert plain.search_tiles == 1
     assert plain.work_units(9, 2) == TINY_SLOW.fit.steps + 2 * TINY_SLOW.search_steps + 9  # one search a chunk
     seen.clear()
     monkeypatch.setattr(presets, "pays", lambda *args, **kwargs: True)  # the update pays: searched with it
@@ -137,7 +153,7 @@ def test_searches_price_bits_with_the_files_context_model_and_run_once_with_the_
 
 @pytest.mark.parametrize("searched_alone_pays", [True, False])
 def test_an_update_is_dropped_when_the_searched_bits_do_better_without_it(monkeypatch, searched_alone_pays):
-    monkeypatch.setattr(presets, "search_candidates", lambda tokenizer, video, latents, *args: [latents < 0])
+    monkeypatch.setattr(presets, "search_candidates", lambda tokenizer, video, latents, *args, **kwargs: [latents < 0])
     # the update pays, the searched bits pay, the update on top of them does not; then the searched bits
     # without the update against the encoder's bits
     answers = iter([True, True, False, searched_alone_pays])

@@ -74,14 +74,8 @@ def tiles_of(grid: tuple[int, int], tile: int) -> int:
     return len(_spans(grid[0], tile)) * len(_spans(grid[1], tile))
 
 
-def search_bits(
-    tokenizer: Tokenizer,
-    video: torch.Tensor,
-    latents: torch.Tensor,
-    keep_bits: int,
-    cfg: SearchConfig,
-    previous_error: torch.Tensor | None = None,
-) -> torch.Tensor:
+def search_bits(tokenizer: Tokenizer, video: torch.Tensor, latents: torch.Tensor, keep_bits: int, cfg: SearchConfig,
+                previous_error: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Search the first ``keep_bits`` bits of one chunk.
 
     ``video``: the chunk as the encoder saw it (``1 x 3 x T x H x W`` in [-1, 1], ``T = 1 + f*k``,

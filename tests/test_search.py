@@ -50,21 +50,29 @@ def test_flicker_term_is_the_change_of_the_error_including_from_the_previous_chu
     assert _loss(steady, torch.zeros(1, 3, 1, 2, 2), 0.0).item() == pytest.approx(0.25)
 
 
-def test_rate_term_with_a_context_model_keeps_the_bits_cheaper():
+def _with_rate_model():
+    """A tiny tokenizer, a 9-frame 48x48 clip, its latents, the medium bit count and a context model."""
     from test_container import net_model
-
-    from lfqcodec.entropy import encode_bits
 
     model, rate_model = tiny_tokenizer(), net_model(bits=TINY_CONFIG.num_bits)
     video = torch.from_numpy(moving_pattern(9, 48, 48)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-    keep = TINY_CONFIG.quality_bits["medium"]
     with torch.no_grad():
         latents = model.encoder(video)
+    return model, video, latents, TINY_CONFIG.quality_bits["medium"], rate_model
+
+
+def _coded_size(bits: torch.Tensor, keep: int, rate_model) -> int:
+    from lfqcodec.entropy import encode_bits
+
+    return len(encode_bits(np.ascontiguousarray(bits[0, :keep].numpy()), rate_model))
+
+
+def test_rate_term_with_a_context_model_keeps_the_bits_cheaper():
+    model, video, latents, keep, rate_model = _with_rate_model()
     size = {}
     for weight in (0.0, 8.0):
         cfg = SearchConfig(steps=8, temporal_weight=0, rate_weight=weight, rate_model=rate_model)
-        found = search_bits(model, video, latents, keep, cfg)[0, :keep].numpy()
-        size[weight] = len(encode_bits(np.ascontiguousarray(found), rate_model))
+        size[weight] = _coded_size(search_bits(model, video, latents, keep, cfg), keep, rate_model)
     assert size[8.0] < size[0.0]
 
 
@@ -75,22 +83,14 @@ def test_trade_is_psnr_gained_less_the_price_of_the_rate():
 
 
 def test_the_second_candidate_is_each_tiles_best_trade():
-    from test_container import net_model
-
-    from lfqcodec.entropy import encode_bits
-
-    model, rate_model = tiny_tokenizer(), net_model(bits=TINY_CONFIG.num_bits)
-    video = torch.from_numpy(moving_pattern(9, 48, 48)).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
-    keep = TINY_CONFIG.quality_bits["medium"]
-    with torch.no_grad():
-        latents = model.encoder(video)
+    model, video, latents, keep, rate_model = _with_rate_model()
     cfg = SearchConfig(steps=8, temporal_weight=0, rate_weight=0.01, rate_model=rate_model)
     assert len(search_candidates(model, video, latents, keep, cfg)) == 1  # not asked for
     strict = dataclasses.replace(cfg, trade_db_per_doubling=1e6)  # no rise of the rate is worth anything
     found = search_candidates(model, video, latents, keep, strict)
     assert torch.equal(found[0], search_bits(model, video, latents, keep, cfg))
-    size = [len(encode_bits(np.ascontiguousarray(f[0, :keep].numpy()), rate_model)) for f in found]
-    start = len(encode_bits(np.ascontiguousarray((latents > 0)[0, :keep].numpy()), rate_model))
+    size = [_coded_size(f, keep, rate_model) for f in found]
+    start = _coded_size(latents > 0, keep, rate_model)
     assert size[-1] <= start + 16  # the traded bits do not buy pictures with rate (one tile: coder rounding aside)
     assert all(torch.equal(f[:, keep:], (latents > 0)[:, keep:]) for f in found)
 

@@ -25,6 +25,7 @@ import io
 import json
 import math
 import platform
+import subprocess
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -36,8 +37,8 @@ from lfqcodec.adapt import UpdateSpec, UpdateState
 from lfqcodec.adapt_fit import FitConfig
 from lfqcodec.api import Codec, select_device
 from lfqcodec.checkpoint import MODELS_DIR, load_model
-from lfqcodec.entropy_store import find_for_tokenizer
 from lfqcodec.container import LfqWriter, StreamHeader
+from lfqcodec.entropy_store import find_for_tokenizer
 from lfqcodec.preset import DB_PER_DOUBLING, PRESETS, Preset, RunEncoder, psnr_of
 
 RECORD_BYTES = 48  # --format 1.1 (no update records): an update record's framing, estimated
@@ -207,6 +208,19 @@ def summarise(rows: list[dict], presets: list[str]) -> dict:
     return summary
 
 
+def _git_commit() -> str:
+    """The checkout's commit (``+dirty`` with local changes), or ``?`` outside a git checkout."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+    return head + ("+dirty" if dirty else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("clips", nargs="+", type=Path)
@@ -242,7 +256,7 @@ def main() -> None:
         "machine": f"{platform.node()} {platform.machine()} "
                    + (torch.cuda.get_device_name() if codec.device.type == "cuda" else f"{torch.get_num_threads()} threads"),
         "torch": torch.__version__, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="minutes"),
-        "model_sha256": loaded.sha256,
+        "model_sha256": loaded.sha256, "git_commit": _git_commit(),
     }  # fmt: skip
     presets = dict(PRESETS)
     if args.sweep:

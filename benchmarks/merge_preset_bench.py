@@ -24,8 +24,8 @@ def merge(records: list[tuple[str, dict]], presets: list[str]) -> dict:
             rows[(row["clip"], row["preset"])] = {**row, "source": name}
     order = {name: i for i, name in enumerate(presets)}
     kept = [rows[key] for key in sorted(rows, key=lambda k: (order.get(k[1], len(presets)), k[0]))]
-    inputs = [{"file": name, **{k: record.get(k) for k in ("command", "machine", "torch", "date", "model_sha256")}}
-              for name, record in records]  # fmt: skip
+    kept_fields = ("command", "machine", "torch", "date", "model_sha256", "git_commit")
+    inputs = [{"file": name, **{k: record.get(k) for k in kept_fields}} for name, record in records]
     return {"inputs": inputs, "rows": kept, "summary": summarise(kept, presets)}
 
 

@@ -18,15 +18,20 @@ from preset_bench import summarise
 
 
 def merge(records: list[tuple[str, dict]], presets: list[str]) -> dict:
+    """One record from ``(file name, record)`` pairs; a merged record among them keeps its inputs,
+    its rows their sources and its note (under ``notes``)."""
     rows: dict[tuple[str, str], dict] = {}
+    inputs, notes = [], []
+    kept_fields = ("command", "machine", "torch", "date", "model_sha256", "git_commit")
     for name, record in records:
+        merged = "inputs" in record
         for row in record["rows"]:
-            rows[(row["clip"], row["preset"])] = {**row, "source": name}
+            rows[(row["clip"], row["preset"])] = {**row, "source": row["source"] if merged else name}
+        inputs += record["inputs"] if merged else [{"file": name, **{k: record.get(k) for k in kept_fields}}]
+        notes += [n for n in [record.get("note"), *record.get("notes", [])] if n]
     order = {name: i for i, name in enumerate(presets)}
     kept = [rows[key] for key in sorted(rows, key=lambda k: (order.get(k[1], len(presets)), k[0]))]
-    kept_fields = ("command", "machine", "torch", "date", "model_sha256", "git_commit")
-    inputs = [{"file": name, **{k: record.get(k) for k in kept_fields}} for name, record in records]
-    return {"inputs": inputs, "rows": kept, "summary": summarise(kept, presets)}
+    return {"inputs": inputs, "rows": kept, "summary": summarise(kept, presets), **({"notes": notes} if notes else {})}
 
 
 def main() -> None:

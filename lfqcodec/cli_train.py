@@ -50,7 +50,7 @@ def _progress(quiet: bool):
 def train_entropy(model, data_dirs, out, frames, max_tokens, network, keep_tables, hidden, epochs, quiet):
     """Fit the context model that codes a tokenizer's bits in .lfq 2.x (minutes on a CPU).
 
-    Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium and vtest are held out."""
+    Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium, vtest and city are held out."""
     import logging
 
     from .checkpoint import load_model

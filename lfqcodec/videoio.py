@@ -52,6 +52,20 @@ def _ffmpeg_reason(exc: BaseException) -> str:
     return text.split(": '")[0].strip() or type(exc).__name__
 
 
+# FFmpeg's "unspecified" value of each colour tag: a tag with it says nothing and is not stored.
+UNSPECIFIED_TAGS = {"color_range": 0, "colorspace": 2, "color_primaries": 2, "color_trc": 2}
+
+
+def _colour_tags(codec_context) -> dict[str, str]:
+    """The source's colour tags that say something (FFmpeg's enum values, as strings)."""
+    tags = {}
+    for name, unspecified in UNSPECIFIED_TAGS.items():
+        value = getattr(codec_context, name, None)
+        if value is not None and int(value) != unspecified:
+            tags["source_" + name] = str(int(value))
+    return tags
+
+
 @dataclass
 class SourceInfo:
     width: int
@@ -88,16 +102,7 @@ class VideoSource:
             fps=Fraction(fps),
             time_base=Fraction(self.stream.time_base or Fraction(1, 90000)),
             frame_count_hint=int(self.stream.frames or 0),
-            metadata={
-                "source_pix_fmt": str(cc.pix_fmt),
-                "source_codec": str(cc.name),
-                "source_color_range": str(int(cc.color_range or 0)),
-                "source_colorspace": str(int(cc.colorspace or 0)),
-                "source_color_primaries": str(int(cc.color_primaries or 0)),
-                "source_color_trc": str(int(cc.color_trc or 0)),
-                "conversion": "libswscale to rgb24 (8-bit), source colour tags as recorded",
-                "timing": "constant frame rate at the source's average rate",
-            },
+            metadata={"source_pix_fmt": str(cc.pix_fmt), "source_codec": str(cc.name), **_colour_tags(cc)},
         )
         if self.info.width <= 0 or self.info.height <= 0:
             self.close()
@@ -107,7 +112,8 @@ class VideoSource:
         self._decoder = self.container.decode(self.stream)
         self._first = self._next_frame()
         rotation = int(getattr(self._first, "rotation", 0) or 0) if self._first is not None else 0
-        self.info.metadata["source_rotation"] = str(rotation)
+        if rotation:
+            self.info.metadata["source_rotation"] = str(rotation)
 
     def _next_frame(self) -> av.VideoFrame | None:
         try:

@@ -317,3 +317,29 @@ def test_full_disk_leaves_no_output(tmp_path, odd_clip, tiny_model, monkeypatch)
     result = run("encode", odd_clip, out, "--model", tiny_model, "-q")
     assert result.exit_code == 1 and "No space left on device" in result.output
     assert not out.exists() and leftovers(tmp_path) == []
+
+
+def test_colour_tags_stored_only_when_set(tmp_path, tiny_model):
+    """A source's colour tags reach the header's metadata when they say something; FFmpeg's
+    "unspecified" values and a rotation of 0 are not stored (every byte counts in small files)."""
+    tagged, plain = tmp_path / "tagged.mkv", tmp_path / "plain.mkv"
+    for path, tags in ((tagged, {"color_range": 1, "colorspace": 1, "color_primaries": 1, "color_trc": 1}),
+                       (plain, {})):  # fmt: skip
+        with av.open(str(path), "w") as container:
+            stream = container.add_stream("ffv1", rate=25)
+            stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+            for name, value in tags.items():
+                setattr(stream.codec_context, name, value)
+            for i, rgb in enumerate(moving_pattern(2, 16, 16)):
+                frame = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+            for packet in stream.encode():
+                container.mux(packet)
+        out = path.with_suffix(".lfq")
+        assert run("encode", path, out, "--model", tiny_model, "-q").exit_code == 0
+        meta = lfqcodec.read_info(out)["metadata"]
+        stored = {k: v for k, v in meta.items() if k.startswith("source_color")}
+        assert stored == {f"source_{name}": str(value) for name, value in tags.items()}
+        assert "source_rotation" not in meta and "conversion" not in meta

@@ -10,6 +10,9 @@ each is read back and must give the same tokens. Then the time of range coding p
 at the default precision (pause other CPU work for the timing).
 
     python benchmarks/entropy_bench.py --out benchmarks/results/entropy-2026-11-30-coder2.json
+    python benchmarks/entropy_bench.py --no-timing --out benchmarks/results/entropy-2026-11-30-heldout4.json
+
+(The first ran on an earlier set of clips with vtest in city's place; ``--clips`` chooses others.)
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ from lfqcodec.entropy_store import find_for_tokenizer, load_entropy_model
 from lfqcodec.token_cache import clip_tokens
 
 DATA = Path.home() / ".cache/lfqcodec/data/video"
-CLIPS = [Path("/work/shared/data/validation/armwrestling.mp4"), DATA / "kitten.mp4", DATA / "aquarium.mp4", DATA / "vtest.avi"]
+HELD_OUT = Path.home() / ".cache/lfqcodec/data/heldout"  # scripts/fetch_data.sh
+CLIPS = [Path(__file__).resolve().parents[2] / "shared/data/validation/armwrestling.mp4", DATA / "kitten.mp4",
+         DATA / "aquarium.mp4", HELD_OUT / "city.mpg"]  # never trained on (vtest.avi was, by versions 1-5)
 TIMING_CLIP = DATA / "bigbuckbunny.mp4"  # 1280x720
 
 
@@ -130,6 +135,7 @@ def timing(model, entropy, clip: Path, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=65)
+    parser.add_argument("--clips", type=Path, nargs="+", default=CLIPS, help="default: the four held-out clips")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings of the coders (fastest kept)")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--out", type=Path, default=None)
@@ -146,7 +152,7 @@ def main() -> None:
                     "load_average_at_start": os.getloadavg()},  # fmt: skip
         "tokenizer": {"name": model.name, "id": model.model_id.hex()},
         "entropy_model": entropy.model_id.hex(),
-        "sizes": sizes(model, entropy, CLIPS, args.frames),
+        "sizes": sizes(model, entropy, args.clips, args.frames),
     }
     if not args.no_timing:
         record["timing_720p"] = timing(model, entropy, TIMING_CLIP, args.repeats)

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The model card's measured numbers and pictures, in one command (re-run it after shipping new weights):
 #   benchmarks/model_card.sh [MODEL]        (default: the shipped lfq-base)
-# 1. `lfqcodec bench` on each held-out clip (armwrestling, kitten, aquarium, vtest) and on the two
+# 1. `lfqcodec bench` on each held-out clip (armwrestling, kitten, aquarium, city; vtest, seen by versions
+#    1-5, as a fifth) and on the two
 #    clips that chose every model so far (carphone, bikes), first 33 frames, against x265: bits per
 #    pixel, PSNR, MS-SSIM, VMAF, BD-rate, into benchmarks/results/model-card/clips/CLIP.json (numbers,
 #    machine, date, command) and frames/CLIP.png (one frame with motion: source / lfqcodec / x265
@@ -11,7 +12,7 @@
 # 3. benchmarks/model_card_table.py merges the clips into bench.json, bench.txt and rd.png (RD curves)
 #    and writes the tables into models/lfq-base.md and README.md (between their "results table" markers).
 # Clips: ../shared/data (LFQ_SHARED_DATA) and ~/.cache/lfqcodec/data (LFQ_DATA; vtest.avi comes from
-# scripts/fetch_data.sh). Needs the bench extra (pip install -e '.[bench]').
+# scripts/fetch_data.sh, city.mpg too, into heldout/). Needs the bench extra (pip install -e '.[bench]').
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 shared=${LFQ_SHARED_DATA:-$here/../../shared/data}
@@ -20,7 +21,8 @@ model=${1:-}
 python=${PYTHON:-python}
 out=$here/results/model-card
 clips=("$shared/validation/armwrestling.mp4" "$shared/video/carphone_pristine.mp4" "$shared/video/kitten.mp4"
-       "$shared/video/aquarium.mp4" "$shared/video/bikes.mp4" "$data/video/vtest.avi")  # cheap and held-out first
+       "$shared/video/aquarium.mp4" "$data/heldout/city.mpg" "$shared/video/bikes.mp4" "$data/video/vtest.avi")
+# (cheap and held-out first)
 for clip in "${clips[@]}"; do
   [ -f "$clip" ] || { echo "model_card.sh: missing $clip (see ../shared/data/SOURCES.md, scripts/fetch_data.sh)" >&2; exit 1; }
 done

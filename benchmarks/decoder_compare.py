@@ -29,15 +29,13 @@ from PIL import Image
 
 from lfqcodec.api import Codec
 from lfqcodec.checkpoint import load_model
+from lfqcodec.heldout import measuring_clips
 from lfqcodec.metrics import psnr
 from lfqcodec.token_cache import clip_tokens
 from lfqcodec.videoio import VideoSource
 
 HERE = Path(__file__).resolve().parent
 PICTURE_QUALITY = 93
-DATA = Path.home() / ".cache/lfqcodec/data/video"
-HELD_OUT = [HERE.parent.parent / "shared/data/validation/armwrestling.mp4", DATA / "kitten.mp4", DATA / "aquarium.mp4",
-            DATA / "vtest.avi"]  # fmt: skip
 
 
 def decode(model, tokens, bits: int, height: int, width: int) -> np.ndarray:
@@ -66,7 +64,7 @@ def by_position(values: list[float], frames: list[int], temporal_factor: int) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("candidate")
-    parser.add_argument("clips", nargs="*", type=Path, default=HELD_OUT)
+    parser.add_argument("clips", nargs="*", type=Path, default=measuring_clips())
     parser.add_argument("--base", default=None, help="model name or path [default: the installed lfq-base]")
     parser.add_argument("--bits", type=int, default=16, help="bits per token (16 = --quality medium)")
     parser.add_argument("--frames", type=int, default=65)

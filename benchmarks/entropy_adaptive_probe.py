@@ -20,11 +20,9 @@ import numpy as np
 from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.entropy import GAINS, Z_MAX, _State
 from lfqcodec.entropy_store import find_for_tokenizer
+from lfqcodec.heldout import measuring_clips
 from lfqcodec.token_cache import clip_tokens
 
-DATA = Path.home() / ".cache/lfqcodec/data/video"
-HELD_OUT = [Path(__file__).resolve().parents[2] / "shared/data/validation/armwrestling.mp4", DATA / "kitten.mp4",
-            DATA / "aquarium.mp4", DATA / "vtest.avi"]  # fmt: skip
 BUCKETS = 33
 
 
@@ -56,7 +54,7 @@ def code_lengths(chunk: np.ndarray, model, weight: float) -> tuple[float, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("clips", nargs="*", type=Path, default=HELD_OUT)
+    parser.add_argument("clips", nargs="*", type=Path, default=measuring_clips())
     parser.add_argument("--bits", type=int, nargs="+", default=[4, 16])
     parser.add_argument("--weight", type=float, nargs="+", default=[16, 64])
     args = parser.parse_args()

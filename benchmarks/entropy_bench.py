@@ -36,12 +36,10 @@ from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
 from lfqcodec.entropy import decode_bits, encode_bits
 from lfqcodec.entropy_store import find_for_tokenizer, load_entropy_model
+from lfqcodec.heldout import measuring_clips
 from lfqcodec.token_cache import clip_tokens
 
 DATA = Path.home() / ".cache/lfqcodec/data/video"
-HELD_OUT = Path.home() / ".cache/lfqcodec/data/heldout"  # scripts/fetch_data.sh
-CLIPS = [Path(__file__).resolve().parents[2] / "shared/data/validation/armwrestling.mp4", DATA / "kitten.mp4",
-         DATA / "aquarium.mp4", HELD_OUT / "city.mpg"]  # never trained on (vtest.avi was, by versions 1-5)
 TIMING_CLIP = DATA / "bigbuckbunny.mp4"  # 1280x720
 
 
@@ -135,7 +133,7 @@ def timing(model, entropy, clip: Path, repeats: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--frames", type=int, default=65)
-    parser.add_argument("--clips", type=Path, nargs="+", default=CLIPS, help="default: the four held-out clips")
+    parser.add_argument("--clips", type=Path, nargs="+", default=measuring_clips(), help="default: the four held-out clips")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved timings of the coders (fastest kept)")
     parser.add_argument("--no-timing", action="store_true")
     parser.add_argument("--out", type=Path, default=None)

@@ -24,11 +24,11 @@ import torch.nn.functional as F
 
 from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.entropy import _State
-from lfqcodec.entropy_fit import HELD_OUT
 from lfqcodec.entropy_store import find_for_tokenizer
+from lfqcodec.heldout import EXCLUDED, MEASURING
 from lfqcodec.token_cache import DEFAULT_CACHE
 
-EVALUATED = ("armwrestling", "kitten", "aquarium", "vtest")
+EVALUATED = tuple(MEASURING)
 
 
 def cached_chunks(model_id: bytes, keep) -> dict[str, list[np.ndarray]]:
@@ -48,7 +48,7 @@ def probe_material():
     torch.set_num_threads(2)
     tokenizer = load_model()
     entropy = find_for_tokenizer(tokenizer.model_id, MODELS_DIR)
-    held = set(HELD_OUT)
+    held = EXCLUDED
     train = [c for chunks in cached_chunks(tokenizer.model_id, lambda s: s not in held).values() for c in chunks]
     evaluated = cached_chunks(tokenizer.model_id, lambda s: s in EVALUATED)
     if not train or len(evaluated) < len(EVALUATED):

@@ -22,17 +22,16 @@ import torch
 from lfqcodec.bitpack import compressed_size
 from lfqcodec.checkpoint import load_model
 from lfqcodec.data import to_model_range
+from lfqcodec.heldout import measuring_clips
 from lfqcodec.metrics import psnr
 from lfqcodec.train import load_validation
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared/data"
-HELD_OUT = [SHARED / "validation/armwrestling.mp4", SHARED / "video/kitten.mp4", SHARED / "video/aquarium.mp4"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("clips", nargs="*", type=Path, default=HELD_OUT)
+    parser.add_argument("clips", nargs="*", type=Path, default=measuring_clips())
     parser.add_argument("--model", default=None)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument("--max-side", type=int, default=320)

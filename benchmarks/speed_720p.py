@@ -39,13 +39,12 @@ from pathlib import Path
 
 import numpy as np
 
+from lfqcodec.heldout import measuring_clips
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TRAIN_PID = Path("/tmp/lfq-train.pid")
 DATA = Path("/work/shared/data/video")
-CACHE = Path.home() / ".cache/lfqcodec/data/video"
-HELD_OUT = [ROOT.parent / "shared/data/validation/armwrestling.mp4", CACHE / "kitten.mp4", CACHE / "aquarium.mp4",
-            CACHE / "vtest.avi"]  # clips no model was trained on or chosen with
 
 
 # --- children (run with PYTHONPATH = the checkout under test) ------------------------------------
@@ -196,7 +195,7 @@ def main() -> None:
     parser.add_argument("--release", type=Path, default=Path("/tmp/rel-1873cc4"), help="worktree of release 1873cc4")
     parser.add_argument("--rounds", type=int, default=2, help="alternating release / branch measurements")
     parser.add_argument("--memory-frames", type=int, default=9, help="frames of the 1080p memory check")
-    parser.add_argument("--precision-clips", nargs="*", default=[f"{c}:33" for c in HELD_OUT],
+    parser.add_argument("--precision-clips", nargs="*", default=[f"{c}:33" for c in measuring_clips()],
                         help="PATH:FRAMES clips for the comparison with fp32")  # fmt: skip
     parser.add_argument("--compare", choices=["int8", "bf16"], default="int8", help="precision compared with fp32")
     parser.add_argument("--extras", choices=["all", "fp32", "pipeline", "none"], default="all",

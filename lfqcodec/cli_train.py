@@ -50,7 +50,7 @@ def _progress(quiet: bool):
 def train_entropy(model, data_dirs, out, frames, max_tokens, network, keep_tables, hidden, epochs, quiet):
     """Fit the context model that codes a tokenizer's bits in .lfq 2.x (minutes on a CPU).
 
-    Clips named bikes, carphone(_pristine), armwrestling, kitten, aquarium, vtest and city are held out."""
+    The clips of lfqcodec.heldout (bikes, carphone(_pristine), armwrestling, kitten, aquarium, city, vtest) are held out."""
     import logging
 
     from .checkpoint import load_model
@@ -172,8 +172,11 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
               help="The refiner also reads the coarsest decoder features split into frames (starts as a no-op) "
                    "[default: as the --init model].")  # fmt: skip
 @click.option("--exclude", multiple=True, metavar="FILE_NAME",
-              help="Keep this file (by name, e.g. kitten.mp4) out of the training material; repeatable. For clips "
-                   "held out for measuring.")  # fmt: skip
+              help="Keep this file (by name, e.g. kitten.mp4, or stem) out of the training material; repeatable. "
+                   "The clips of lfqcodec.heldout are kept out already.")  # fmt: skip
+@click.option("--train-on-held-out", is_flag=True,
+              help="Let the clips the project measures and selects with (lfqcodec.heldout: armwrestling, kitten, "
+                   "aquarium, city, bikes, carphone, vtest) into the training material.")  # fmt: skip
 @click.option("--batch", type=click.IntRange(1), default=3, show_default=True, help="Video clips per step.")
 @click.option("--frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames per training clip (1 + 4k); as long as the chunks the codec codes (--gop), or the "
@@ -195,7 +198,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_encoder, entropy_boost, entropy_weight, pixel_loss,
           ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
-          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
+          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, train_on_held_out, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
     import logging
@@ -203,6 +206,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_e
     from .checkpoint import load_model
     from .config import TokenizerConfig
     from .data import SamplerConfig
+    from .heldout import EXCLUDED
     from .surgery import grown_config
     from .train import TrainConfig
     from .train import train as run_training
@@ -237,5 +241,5 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_e
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",
                     freeze_decoder=freeze_decoder, freeze_encoder=freeze_encoder),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
-        exclude=tuple(exclude), drop_decoder_blocks=drop_blocks,
+        exclude=tuple(exclude) + (() if train_on_held_out else tuple(sorted(EXCLUDED))), drop_decoder_blocks=drop_blocks,
     )  # fmt: skip

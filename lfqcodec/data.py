@@ -39,6 +39,7 @@ MAX_IMAGE_SIDE = 2048  # photos are downscaled to this before caching (keeps RAM
 
 def prepare_cache(sources: list[Path], cache_dir: Path, exclude: set[str] = frozenset()) -> list[Path]:
     """Decode videos and images under ``sources`` into ``cache_dir/*.npy``; returns the cached paths.
+    ``exclude``: file names or stems to leave out.
 
     Safe to call from several processes at once (the ranks of a DDP run): one holds the cache
     folder's lock and decodes, the others wait for it and then find every file in place. Each
@@ -58,7 +59,7 @@ def _fill_cache(sources: list[Path], cache_dir: Path, exclude: set[str]) -> list
     files = sorted(p for src in sources for p in (src.rglob("*") if src.is_dir() else [src]) if p.is_file())
     for path in files:
         suffix = path.suffix.lower()
-        if path.name in exclude or suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        if path.name in exclude or path.stem in exclude or suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
             continue
         kind = "video" if suffix in VIDEO_SUFFIXES else "image"
         target = cache_dir / f"{kind}-{path.stem}.npy"

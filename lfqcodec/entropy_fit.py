@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from .entropy import CONTEXTS, Z_MAX, Z_SCALE, FittedModel, _State, sigmoid_table
+from .heldout import EXCLUDED
 
 log = logging.getLogger(__name__)
 
@@ -91,8 +92,7 @@ def fit_model(chunks: Iterable[np.ndarray], tokenizer_id: bytes, name: str = "",
     return FittedModel(table, weights, sigmoid_table(), tokenizer_id, name)
 
 
-HELD_OUT = ("bikes", "carphone", "carphone_pristine", "armwrestling", "kitten", "aquarium", "vtest", "city")  # validation
-# and entropy-benchmark clips: never fitted on
+HELD_OUT = EXCLUDED  # lfqcodec.heldout: measuring, selecting and retired clips, never fitted on
 MEDIA = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".png", ".jpg", ".jpeg"}
 
 

@@ -213,8 +213,8 @@ def train(
     material: tuple[list[Path], list[tuple[str, torch.Tensor]]] | None = None,
     on_validated: Callable[[Path, dict], None] | None = None,
 ) -> None:
-    """``exclude``: file names kept out of the training material besides the validation clips (clips
-    held out for measuring). ``drop_decoder_blocks``: (level, block) pairs removed from the ``init``
+    """``exclude``: file names or stems kept out of the training material besides the validation clips
+    (clips held out for measuring: the CLI passes :data:`lfqcodec.heldout.EXCLUDED`). ``drop_decoder_blocks``: (level, block) pairs removed from the ``init``
     model's decoder before the warm start (:func:`lfqcodec.surgery.drop_decoder_block`, applied in order).
     ``material``: already decoded ``(cache .npy paths, validation clips)`` (:func:`lfqcodec.datapack.read_pack`)
     instead of ``data_dirs`` / ``val_clips``. ``on_validated(out_dir, result)`` runs after each validation, once

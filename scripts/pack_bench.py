@@ -26,9 +26,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from lfqcodec.heldout import measuring_clips
+
 REPO = Path(__file__).resolve().parent.parent
-HELD_OUT = (REPO.parent / "shared/data/validation/armwrestling.mp4", Path("video/kitten.mp4"),
-            Path("video/aquarium.mp4"), Path("heldout/city.mpg"))  # the --data folder's, unless absolute
 PACKAGES = ("zstandard", "constriction")  # imported by the encoder; absent from the GPU image
 SPARE_FRAMES = 8  # packets past the last frame measured (decoders may hold frames back)
 WHEEL_PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
@@ -81,8 +81,7 @@ def main() -> None:
         shutil.rmtree(args.out)
     (args.out / "clips").mkdir(parents=True)
     manifest = {"frames": args.frames, "clips": [], "wheels": []}
-    for clip in HELD_OUT:
-        src = clip if clip.is_absolute() else args.data / clip
+    for src in measuring_clips(data_cache=args.data):
         dst = args.out / "clips" / src.name
         packets = cut_clip(src, dst, args.frames)
         digest = hashlib.sha256(dst.read_bytes()).hexdigest()

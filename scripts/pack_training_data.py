@@ -4,7 +4,7 @@
     python scripts/pack_training_data.py [--data ~/.cache/lfqcodec/data] [--out .gpu-pack]
 
 Takes the clips and photos that scripts/fetch_data.sh gathered, minus the clips held out for measuring
-(HELD_OUT below: they choose nothing and train nothing), re-encodes them compactly (lfqcodec.datapack)
+(lfqcodec.heldout: they choose nothing and train nothing), re-encodes them compactly (lfqcodec.datapack)
 and fits the pack into what a device call may carry: 64 MiB minus the files of this checkout that travel
 (tracked and untracked-not-ignored), minus a margin. bikes and carphone go in as validation clips (the
 clips that select the weights), as in `lfqcodec train`'s defaults.
@@ -23,8 +23,8 @@ from pathlib import Path
 
 from lfqcodec.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from lfqcodec.datapack import PackConfig, build_pack
+from lfqcodec.heldout import is_excluded
 
-HELD_OUT = {"armwrestling.mp4", "kitten.mp4", "aquarium.mp4", "vtest.avi", "city.mpg"}  # measuring only
 VALIDATION = ("bikes.mp4", "carphone_pristine.mp4")  # model selection
 CARRY_LIMIT = 64 << 20
 MARGIN = 3 << 20
@@ -46,7 +46,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     files = sorted(p for p in (args.data / "video").iterdir() if p.suffix.lower() in VIDEO_SUFFIXES)
-    videos = [p for p in files if p.name not in HELD_OUT and p.name not in VALIDATION]
+    videos = [p for p in files if not is_excluded(p)]  # validation clips are excluded there too
     validation = [args.data / "video" / name for name in VALIDATION]
     photos = sorted(p for p in (args.data / "images").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     photos = sorted(photos, key=lambda p: -p.stat().st_size)[: args.max_photos]  # the largest: most detail

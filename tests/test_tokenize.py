@@ -183,11 +183,25 @@ def test_ray_missing_is_one_line(tmp_path, clips, tiny_model, monkeypatch):
         lfqcodec.tokenize_dataset([clips], tmp_path / "ds", model=tiny_model, ray="local")
 
 
+def _start_ray(ray, tries: int = 2) -> None:
+    """``ray.init`` with a second try: Ray gives its raylet a fixed 30 s to start, which a loaded 2-core
+    machine can miss; a machine that misses it twice skips the test rather than fail the codec's."""
+    for _ in range(tries):
+        try:
+            ray.init(num_cpus=2, include_dashboard=False)
+            return
+        except Exception as exc:  # Ray raises a bare Exception for this
+            ray.shutdown()
+            if "timed out during startup" not in str(exc):
+                raise
+    pytest.skip(f"Ray's raylet did not start within its 30 s limit {tries} times (machine loaded)")
+
+
 def test_ray_path_gives_the_same_shards(tmp_path, clips, tiny_model):
     ray = pytest.importorskip("ray")
     local = lfqcodec.tokenize_dataset([clips], tmp_path / "local", model=tiny_model, shard_size=2, workers=1,
                                       sub_bits=3)  # fmt: skip
-    ray.init(num_cpus=2, include_dashboard=False)
+    _start_ray(ray)
     try:
         report = lfqcodec.tokenize_dataset([clips], tmp_path / "ray", model=tiny_model, shard_size=2, threads=1,
                                            sub_bits=3, ray="auto")  # fmt: skip

@@ -59,7 +59,10 @@ def _fill_cache(sources: list[Path], cache_dir: Path, exclude: set[str]) -> list
     files = sorted(p for src in sources for p in (src.rglob("*") if src.is_dir() else [src]) if p.is_file())
     for path in files:
         suffix = path.suffix.lower()
-        if path.name in exclude or path.stem in exclude or suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        if suffix not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+            continue
+        if path.name in exclude or path.stem in exclude:
+            log.info("left out of training: %s (excluded or held out)", path)
             continue
         kind = "video" if suffix in VIDEO_SUFFIXES else "image"
         target = cache_dir / f"{kind}-{path.stem}.npy"

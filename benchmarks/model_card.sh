@@ -20,9 +20,11 @@ data=${LFQ_DATA:-$HOME/.cache/lfqcodec/data}
 model=${1:-}
 python=${PYTHON:-python}
 out=$here/results/model-card
-clips=("$shared/validation/armwrestling.mp4" "$shared/video/carphone_pristine.mp4" "$shared/video/kitten.mp4"
-       "$shared/video/aquarium.mp4" "$data/heldout/city.mpg" "$shared/video/bikes.mp4" "$data/video/vtest.avi")
-# (cheap and held-out first)
+# the four held-out clips (lfqcodec/heldout.py), then the selection clips and vtest
+measuring=$(LFQ_SHARED_DATA=$shared LFQ_DATA=$data "$python" -c \
+  'from lfqcodec.heldout import measuring_clips; print(*measuring_clips(), sep="\n")')  # fails the script if it fails
+mapfile -t clips <<< "$measuring"
+clips+=("$shared/video/carphone_pristine.mp4" "$shared/video/bikes.mp4" "$data/video/vtest.avi")
 for clip in "${clips[@]}"; do
   [ -f "$clip" ] || { echo "model_card.sh: missing $clip (see ../shared/data/SOURCES.md, scripts/fetch_data.sh)" >&2; exit 1; }
 done

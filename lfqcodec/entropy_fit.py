@@ -92,11 +92,10 @@ def fit_model(chunks: Iterable[np.ndarray], tokenizer_id: bytes, name: str = "",
     return FittedModel(table, weights, sigmoid_table(), tokenizer_id, name)
 
 
-HELD_OUT = EXCLUDED  # lfqcodec.heldout: measuring, selecting and retired clips, never fitted on
 MEDIA = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".y4m", ".png", ".jpg", ".jpeg"}
 
 
-def training_clips(sources: Iterable, held_out: Iterable[str] = HELD_OUT) -> list:
+def training_clips(sources: Iterable, held_out: Iterable[str] = EXCLUDED) -> list:
     """Media files under ``sources`` (folders or files), without the held-out clips (by stem)."""
     from pathlib import Path
 
@@ -118,7 +117,7 @@ class NetSettings:
 
 
 def train_entropy(tokenizer, sources: Iterable, out=None, frames: int = 65, max_tokens: int = 400_000,
-                  held_out: Iterable[str] = HELD_OUT, progress=None, net: NetSettings | None = NetSettings(),
+                  held_out: Iterable[str] = EXCLUDED, progress=None, net: NetSettings | None = NetSettings(),
                   keep_tables: bool = False):  # fmt: skip
     """Fit the entropy model for ``tokenizer`` (a :class:`~lfqcodec.checkpoint.LoadedModel`) on the
     first ``frames`` frames of each clip under ``sources`` and write it to ``out`` (default

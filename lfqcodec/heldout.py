@@ -19,8 +19,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-DATA_CACHE = Path.home() / ".cache/lfqcodec/data"  # scripts/fetch_data.sh fills it
-SHARED_DATA = Path(os.environ.get("LFQCODEC_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+# The same variables as scripts/fetch_data.sh and benchmarks/model_card.sh:
+DATA_CACHE = Path(os.environ.get("LFQ_DATA", Path.home() / ".cache/lfqcodec/data"))  # fetch_data.sh fills it
+SHARED_DATA = Path(os.environ.get("LFQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
 
 MEASURING: dict[str, tuple[str, str]] = {  # stem: (root, path under it); root "shared" or "cache"
     "armwrestling": ("shared", "validation/armwrestling.mp4"),

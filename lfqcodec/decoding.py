@@ -211,12 +211,16 @@ def decode_frames(
                         lost.append((max(first, start), min(first + count, end) - 1))
                     blocks = [np.broadcast_to(previous, (count, *previous.shape))]
                 at = first
-                for block in blocks:
-                    lo, hi = max(start - at, 0), min(end - at, len(block))
-                    yield from block[lo:hi]
-                    if len(block):
-                        previous = block[-1]
-                    at += len(block)
+                with contextlib.closing(iter(blocks)) as decoded:
+                    for block in decoded:  # causal: blocks before ``start`` are decoded, none after ``end``
+                        lo, hi = max(start - at, 0), min(end - at, len(block))
+                        if hi > lo:
+                            yield from block[lo:hi]
+                        if len(block):
+                            previous = block[-1]
+                        at += len(block)
+                        if at >= end:
+                            break
         finally:
             codec.use_update(None)  # a caller's model gets its own weights back
 

@@ -32,14 +32,14 @@ import torch
 from lfqcodec.checkpoint import load_model
 from lfqcodec.data import to_model_range
 from lfqcodec.metrics import psnr
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 from lfqcodec.videoio import read_video_frames
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared/data/video"
 
 
-def first_chunk(path: Path, frames: int, tokenizer: Tokenizer) -> torch.Tensor:
+def first_chunk(path: Path, frames: int, tokenizer: TokenizerNet) -> torch.Tensor:
     """The clip's first ``frames`` frames (1 + 4k, cropped to the token grid) as ``1 x 3 x T x H x W`` in [-1, 1]."""
     collected = []
     for frame in read_video_frames(path):
@@ -64,7 +64,7 @@ def linear_prediction_accuracy(inputs: np.ndarray, targets: np.ndarray) -> tuple
     return float(np.mean(fitted)), float(np.mean(majority))
 
 
-def clip_stats(tokenizer: Tokenizer, video: torch.Tensor, split: int) -> dict:
+def clip_stats(tokenizer: TokenizerNet, video: torch.Tensor, split: int) -> dict:
     with torch.no_grad():
         bits = tokenizer.encode(video)
         as_uint8 = lambda v: ((v.clamp(-1, 1) + 1) * 127.5).round()

@@ -17,13 +17,13 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from lfqcodec.checkpoint import load_model
 from lfqcodec.surgery import grown_config
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 
 
 def model_stats(model: str | None, frames: int, size: int, grow: dict | None = None) -> dict:
     tokenizer = load_model(model).tokenizer
     if grow:  # counts only: the grown parts' weights do not change FLOPs or parameter counts
-        tokenizer = Tokenizer(grown_config(tokenizer.cfg, **grow)).eval()
+        tokenizer = TokenizerNet(grown_config(tokenizer.cfg, **grow)).eval()
     video = torch.zeros(1, 3, frames, size, size)
     with FlopCounterMode(display=False) as counter:
         bits = tokenizer.encode(video)

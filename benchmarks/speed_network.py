@@ -60,12 +60,12 @@ def child(frames_path: str, precision: str | None, threads: int, out: str) -> di
     from lfqcodec.api import Codec
     from lfqcodec.checkpoint import LoadedModel
     from lfqcodec.config import TokenizerConfig
-    from lfqcodec.tokenizer import Tokenizer
+    from lfqcodec.tokenizer import TokenizerNet
 
     torch.set_num_threads(threads)
     state, meta = read_safetensors(ROOT / "models" / "lfq-base.safetensors")
     cfg = TokenizerConfig.from_dict(json.loads(meta["lfqcodec.config"]))
-    tokenizer = Tokenizer(cfg)
+    tokenizer = TokenizerNet(cfg)
     tokenizer.load_state_dict(state)
     model = LoadedModel("lfq-base", meta.get("lfqcodec.sha256", ""), cfg, tokenizer.eval())
     frames = np.load(frames_path)["frames"]

@@ -23,7 +23,7 @@ from lfqcodec.checkpoint import load_model
 from lfqcodec.data import to_model_range
 from lfqcodec.errors import LfqError
 from lfqcodec.train import load_validation, validate
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 from lfqcodec.vmaf import settings as vmaf_settings
 from lfqcodec.vmaf import vmaf
 
@@ -32,7 +32,7 @@ SHARED = HERE.parent.parent / "shared/data/video"
 
 
 @torch.no_grad()
-def add_vmaf(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], result: dict) -> None:
+def add_vmaf(tokenizer: TokenizerNet, clips: list[tuple[str, torch.Tensor]], result: dict) -> None:
     """Decode each clip (``T x H x W x 3`` uint8) at each quality as :func:`validate` does and add
     ``vmaf`` to ``result``: per clip (``result[q]["clips"]``) and the mean over clips (``result[q]``)."""
     tokenizer.eval()

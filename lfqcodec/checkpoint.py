@@ -23,7 +23,7 @@ from .atomic import atomic_output
 from .config import TokenizerConfig
 from .device import deterministic
 from .errors import LfqError, ModelError
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 MODEL_FORMAT = "model-v1"
 
@@ -46,7 +46,7 @@ class LoadedModel:
     name: str
     sha256: str  # hex digest of the weights
     config: TokenizerConfig
-    tokenizer: Tokenizer
+    tokenizer: TokenizerNet
     path: Path | None = None  # the weights file it was loaded from (its folder may hold companion files)
 
     @property
@@ -64,7 +64,7 @@ def weights_sha256(state: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
-def save_model(path: str | os.PathLike, tokenizer: Tokenizer, name: str, dtype: torch.dtype = torch.float16) -> str:
+def save_model(path: str | os.PathLike, tokenizer: TokenizerNet, name: str, dtype: torch.dtype = torch.float16) -> str:
     """Write ``tokenizer``'s weights (cast to ``dtype``) to ``path`` atomically; returns the hash."""
     state = {k: v.detach().to("cpu", dtype).contiguous() for k, v in tokenizer.state_dict().items()}
     sha = weights_sha256(state)
@@ -121,7 +121,7 @@ def load_model(
     sha = weights_sha256(state)
     if verify and sha != metadata.get("lfqcodec.sha256"):
         raise ModelError(f"{path}: weights do not match their recorded hash (file damaged?)")
-    tokenizer = Tokenizer(config)
+    tokenizer = TokenizerNet(config)
     try:
         tokenizer.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -43,7 +43,7 @@ from .errors import LfqError
 from .int8 import int8_dot_products, kernels_available, quantize_tokenizer
 from .layers import PointwiseConv3d
 from .quantizer import bits_to_codes
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that compute bf16 natively
@@ -125,7 +125,7 @@ def choose_mode(precision: str, device: torch.device, calibrated: bool = False) 
     return InferenceMode(precision, channels_last, "asked for")
 
 
-def prepare_tokenizer(tokenizer: Tokenizer, mode: InferenceMode, int8_ranges: dict | None = None) -> Tokenizer:
+def prepare_tokenizer(tokenizer: TokenizerNet, mode: InferenceMode, int8_ranges: dict | None = None) -> TokenizerNet:
     """``tokenizer`` ready to run in ``mode``: itself in fp32, a converted copy otherwise (the
     loaded model stays fp32 for other users; in int8 the copy's causal convolutions are
     :class:`~lfqcodec.int8.Int8CausalConv3d` with ``int8_ranges``). Its ``1 x 1 x 1`` convolutions
@@ -153,15 +153,15 @@ def _is_pointwise(conv: nn.Conv3d) -> bool:
     )
 
 
-def encode_latents(tokenizer: Tokenizer, video: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
+def encode_latents(tokenizer: TokenizerNet, video: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
     """Video ``N x 3 x T x H x W`` in [-1, 1] -> latents ``N x B x T' x h x w`` (fp32; bits are ``> 0``)."""
     with torch.no_grad():
         return tokenizer.encoder(mode.layout(video), first).float()
 
 
-def decode_bits(tokenizer: Tokenizer, bits: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
+def decode_bits(tokenizer: TokenizerNet, bits: torch.Tensor, first: bool, mode: InferenceMode) -> torch.Tensor:
     """Bool bits ``N x b x T' x h x w`` -> video ``N x 3 x T x H x W`` in [-1, 1] (not clamped,
-    in ``mode``'s dtype and layout); see :meth:`lfqcodec.tokenizer.Tokenizer.decode`."""
+    in ``mode``'s dtype and layout); see :meth:`lfqcodec.tokenizer.TokenizerNet.decode`."""
     with torch.no_grad():
         codes = bits_to_codes(bits, tokenizer.cfg.num_bits, dim=1)
         return tokenizer.decoder(mode.layout(codes), first)

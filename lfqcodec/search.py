@@ -45,7 +45,7 @@ import numpy as np
 import torch
 
 from .quantizer import straight_through_sign
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 
 @dataclass(frozen=True)
@@ -74,7 +74,7 @@ def tiles_of(grid: tuple[int, int], tile: int) -> int:
     return len(_spans(grid[0], tile)) * len(_spans(grid[1], tile))
 
 
-def search_bits(tokenizer: Tokenizer, video: torch.Tensor, latents: torch.Tensor, keep_bits: int, cfg: SearchConfig,
+def search_bits(tokenizer: TokenizerNet, video: torch.Tensor, latents: torch.Tensor, keep_bits: int, cfg: SearchConfig,
                 previous_error: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
     """Search the first ``keep_bits`` bits of one chunk.
 
@@ -87,7 +87,7 @@ def search_bits(tokenizer: Tokenizer, video: torch.Tensor, latents: torch.Tensor
 
 
 def search_candidates(
-    tokenizer: Tokenizer,
+    tokenizer: TokenizerNet,
     video: torch.Tensor,
     latents: torch.Tensor,
     keep_bits: int,
@@ -133,7 +133,7 @@ def search_candidates(
 
 
 def _search_tile(
-    tokenizer: Tokenizer,
+    tokenizer: TokenizerNet,
     context: torch.Tensor,
     inner: tuple[slice, ...],
     dropped: torch.Tensor,

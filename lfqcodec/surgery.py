@@ -12,10 +12,10 @@ import dataclasses
 import re
 
 from .config import TokenizerConfig
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 
-def drop_decoder_block(source: Tokenizer, level: int, block: int) -> Tokenizer:
+def drop_decoder_block(source: TokenizerNet, level: int, block: int) -> TokenizerNet:
     """A copy of ``source`` without residual block ``block`` of decoder level ``level``.
 
     ``level`` counts as in ``TokenizerConfig.decoder_blocks`` (0 = the finest, ``1/patch_size``
@@ -27,7 +27,7 @@ def drop_decoder_block(source: Tokenizer, level: int, block: int) -> Tokenizer:
         raise ValueError(f"decoder level {level} has a single block; it cannot be removed")
     blocks = list(cfg.decoder_blocks)
     blocks[level] -= 1
-    target = Tokenizer(dataclasses.replace(cfg, decoder_blocks=tuple(blocks)))
+    target = TokenizerNet(dataclasses.replace(cfg, decoder_blocks=tuple(blocks)))
     module_index = len(cfg.decoder_blocks) - 1 - level  # decoder.levels runs coarsest first
     pattern = re.compile(rf"^decoder\.levels\.{module_index}\.(\d+)\.(.*)$")
     state = {}

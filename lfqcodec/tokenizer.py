@@ -165,7 +165,7 @@ class Refiner(nn.Module):
         return depth_to_space(self.out(F.silu(self.out_norm(x))), self.out_patch)
 
 
-class Tokenizer(nn.Module):
+class TokenizerNet(nn.Module):
     """Encoder + LFQ + decoder. ``forward`` is the training path; ``encode``/``decode`` the codec's."""
 
     def __init__(self, cfg: TokenizerConfig):

@@ -46,7 +46,7 @@ from .distill import distillation_loss, searched_bits
 from .quantizer import bit_correlation
 from .surgery import drop_decoder_block
 from .validation import load_validation, validate
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +186,7 @@ class Ema:
             self.state[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
 
 
-def warm_start(tokenizer: Tokenizer, source: Tokenizer) -> list[str]:
+def warm_start(tokenizer: TokenizerNet, source: TokenizerNet) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape ``tokenizer`` shares; returns the names
     left at their initial values (new parts of a grown architecture)."""
     own = tokenizer.state_dict()
@@ -251,7 +251,7 @@ def train(
     if state_path.exists():
         state = load_run_state(state_path)
         model_cfg = TokenizerConfig.from_dict(json.loads(state["model_config"]))
-    tokenizer = Tokenizer(model_cfg)
+    tokenizer = TokenizerNet(model_cfg)
     if not state_path.exists() and init:
         source = load_model(init).tokenizer
         for level, block in drop_decoder_blocks:
@@ -331,7 +331,7 @@ def train(
 
     def run_validation() -> None:
         nonlocal best
-        ema_model = Tokenizer(model_cfg)
+        ema_model = TokenizerNet(model_cfg)
         ema_model.load_state_dict(ema.state)
         ema_model.to(dev)
         result = validate(ema_model, validation, dev)

@@ -12,7 +12,7 @@ import torch
 from .bitpack import compressed_size
 from .data import to_model_range
 from .metrics import ms_ssim, psnr
-from .tokenizer import Tokenizer
+from .tokenizer import TokenizerNet
 
 
 def load_validation(paths: list[Path], frames: int, max_side: int = 640) -> list[tuple[str, torch.Tensor]]:
@@ -42,7 +42,7 @@ def _payload_bytes(bits: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def validate(tokenizer: Tokenizer, clips: list[tuple[str, torch.Tensor]], device: torch.device) -> dict:
+def validate(tokenizer: TokenizerNet, clips: list[tuple[str, torch.Tensor]], device: torch.device) -> dict:
     """PSNR / MS-SSIM / payload bits per pixel (packed + zstd) per quality, averaged over clips."""
     tokenizer.eval()
     rows: dict[str, list[dict]] = {quality: [] for quality in tokenizer.cfg.quality_bits}

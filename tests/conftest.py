@@ -12,7 +12,7 @@ import torch
 
 from lfqcodec.checkpoint import save_model
 from lfqcodec.config import TokenizerConfig
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 from lfqcodec.videoio import mux_frames
 
 TINY_CONFIG = TokenizerConfig(
@@ -25,9 +25,9 @@ TINY_CONFIG = TokenizerConfig(
 )
 
 
-def tiny_tokenizer(seed: int = 0) -> Tokenizer:
+def tiny_tokenizer(seed: int = 0) -> TokenizerNet:
     torch.manual_seed(seed)
-    model = Tokenizer(TINY_CONFIG)
+    model = TokenizerNet(TINY_CONFIG)
     with torch.no_grad():  # non-zero residual branches, so every layer matters in the tests
         for p in model.parameters():
             if p.ndim > 1:

@@ -99,9 +99,9 @@ def test_damaged_or_foreign_payload_is_refused(damage):
     else:
         from dataclasses import replace
 
-        from lfqcodec.tokenizer import Tokenizer
+        from lfqcodec.tokenizer import TokenizerNet
 
-        decoder = Tokenizer(replace(TINY_CONFIG, decoder_blocks=(1, 2))).decoder
+        decoder = TokenizerNet(replace(TINY_CONFIG, decoder_blocks=(1, 2))).decoder
     with pytest.raises(FormatError, match="decoder update"):
         DecoderUpdate.from_bytes(bytes(data), decoder)
 

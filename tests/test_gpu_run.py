@@ -16,7 +16,7 @@ from lfqcodec.datapack import PackConfig, build_pack, read_pack
 from lfqcodec.errors import LfqError
 from lfqcodec.shards import join_parts, split_file
 from lfqcodec.surgery import drop_decoder_block
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 from lfqcodec.train import TrainConfig, learning_rate, warm_start
 
 
@@ -85,14 +85,14 @@ def test_parts_join_back_and_tampering_is_caught(tmp_path):
         join_parts(out / "w.bin.parts.json", tmp_path / "again.bin")
 
 
-def _decode(model: Tokenizer, bits: torch.Tensor) -> torch.Tensor:
+def _decode(model: TokenizerNet, bits: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model.decode(bits)
 
 
 def test_grown_refiner_reproduces_the_model_until_trained():
     source = tiny_tokenizer()
-    grown = Tokenizer(dataclasses.replace(TINY_CONFIG, refine_blocks=(3, 2), frame_split=True))
+    grown = TokenizerNet(dataclasses.replace(TINY_CONFIG, refine_blocks=(3, 2), frame_split=True))
     fresh = warm_start(grown, source)
     assert any("frame_in" in n for n in fresh) and any("extra" in n for n in fresh)
     bits = source.encode(torch.rand(1, 3, 9, 32, 32) * 2 - 1)
@@ -100,7 +100,7 @@ def test_grown_refiner_reproduces_the_model_until_trained():
 
 
 def test_dropping_a_block_equals_skipping_it():
-    source = Tokenizer(dataclasses.replace(TINY_CONFIG, decoder_blocks=(1, 3)))
+    source = TokenizerNet(dataclasses.replace(TINY_CONFIG, decoder_blocks=(1, 3)))
     with torch.no_grad():
         for p in source.parameters():
             p.normal_(0, 0.1)

@@ -9,7 +9,7 @@ from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 
 import lfqcodec
 from lfqcodec.search import SearchConfig, _loss, _spans, _trade, search_bits, search_candidates
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 
 
 def test_spans_cover_the_grid_in_near_equal_tiles():
@@ -22,7 +22,7 @@ def test_spans_cover_the_grid_in_near_equal_tiles():
         assert all(0 < hi - lo <= 7 for lo, hi in spans)
 
 
-def _decode_error(model: Tokenizer, bits: torch.Tensor, keep: int, video: torch.Tensor) -> float:
+def _decode_error(model: TokenizerNet, bits: torch.Tensor, keep: int, video: torch.Tensor) -> float:
     return (model.decode(bits[:, :keep]) - video).pow(2).mean().item()
 
 

@@ -13,7 +13,7 @@ from lfqcodec import api, tiling
 from lfqcodec.checkpoint import load_model
 from lfqcodec.cli import main
 from lfqcodec.tiling import DEFAULT_MEMORY_BUDGET, TilePlan, plan_tiles, probe_decoder
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 
 from conftest import TINY_CONFIG
 
@@ -51,7 +51,7 @@ def test_a_smaller_halo_changes_the_pixels(tiny_model):
 
 def test_probe_measures_the_receptive_radius_and_the_carried_state():
     cfg = dataclasses.replace(TINY_CONFIG, frame_split=True, refine_blocks=(2, 1))
-    decoder = Tokenizer(cfg).decoder.eval()
+    decoder = TokenizerNet(cfg).decoder.eval()
     halo, state = probe_decoder(decoder)
     # 3x3 convolutions, one latent each at 1/8 (inp, 1 block), half at 1/4 (1 block, out, the refiner's 2
     # blocks), a quarter at 1/2 (the refiner's last block and out): 3 + 3.5 + 0.75 = 7.25 -> 8, plus 1

@@ -4,7 +4,7 @@ from conftest import TINY_CONFIG, tiny_tokenizer
 
 from lfqcodec.config import TokenizerConfig
 from lfqcodec.layers import depth_to_space, depth_to_time, space_to_depth, streaming, time_to_depth
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 
 
 def test_patchify_inverses():
@@ -26,7 +26,7 @@ def test_sixteen_times_spatial_config():
     cfg = TokenizerConfig(num_bits=8, channels=(8, 8, 8), encoder_blocks=(1, 1, 1), decoder_blocks=(1, 1, 1),
                           quality_bits={"low": 2, "medium": 4, "high": 8})  # fmt: skip
     assert cfg.spatial_factor == 16
-    bits = Tokenizer(cfg).encode(torch.zeros(1, 3, 5, 32, 48))
+    bits = TokenizerNet(cfg).encode(torch.zeros(1, 3, 5, 32, 48))
     assert bits.shape == (1, 8, 2, 2, 3)
 
 

@@ -11,7 +11,7 @@ from lfqcodec.config import TokenizerConfig
 from lfqcodec.data import ClipSampler, SamplerConfig
 from lfqcodec.errors import LfqError
 from lfqcodec.inference import native_bf16
-from lfqcodec.tokenizer import Tokenizer
+from lfqcodec.tokenizer import TokenizerNet
 from lfqcodec.train import (
     TrainConfig,
     bf16_autocast_default,
@@ -104,9 +104,9 @@ def test_warm_start_into_a_grown_decoder_keeps_the_output():
     """Adding the per-frame refiner to a trained decoder starts from the same reconstructions."""
     torch.manual_seed(0)
     plain = tiny_tokenizer()
-    small = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "refine_channels": ()}))
+    small = TokenizerNet(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "refine_channels": ()}))
     warm_start(small, plain)
-    grown = Tokenizer(TINY_CONFIG).eval()
+    grown = TokenizerNet(TINY_CONFIG).eval()
     fresh = warm_start(grown, small.eval())
     assert fresh and all(name.startswith("decoder.refine.") for name in fresh)
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1
@@ -156,7 +156,7 @@ def test_warm_start_into_a_grown_encoder_keeps_the_bits():
     """Extra encoder blocks start as identity, so a grown encoder starts from the same bits."""
     torch.manual_seed(0)
     small = tiny_tokenizer().eval()
-    grown = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "encoder_blocks": (2, 3)})).eval()
+    grown = TokenizerNet(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "encoder_blocks": (2, 3)})).eval()
     fresh = warm_start(grown, small)
     assert fresh and all(name.startswith(("encoder.levels.0.1.", "encoder.levels.1.1.", "encoder.levels.1.2."))
                          for name in fresh)  # fmt: skip
@@ -170,7 +170,7 @@ def test_warm_start_into_a_grown_decoder_keeps_the_reconstruction():
     small = tiny_tokenizer().eval()
     for _, param in small.decoder.named_parameters():  # non-zero everywhere, as after training
         param.data.add_(0.01 * torch.randn_like(param))
-    grown = Tokenizer(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "decoder_blocks": (3, 1)})).eval()
+    grown = TokenizerNet(TokenizerConfig(**{**TINY_CONFIG.to_dict(), "decoder_blocks": (3, 1)})).eval()
     fresh = warm_start(grown, small)
     assert fresh and all(name.startswith(("decoder.levels.1.1.", "decoder.levels.1.2.")) for name in fresh)
     video = torch.rand(1, 3, 9, 32, 32) * 2 - 1

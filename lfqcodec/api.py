@@ -138,7 +138,7 @@ class Codec:
                     inputs.clear()
         chunk_latents = torch.cat(latents, dim=2)
         if not searching:
-            return EncodedChunk((chunk_latents > 0)[0].cpu().numpy(), count)
+            return EncodedChunk(self.tokenizer.quantizer.token_bits(chunk_latents)[0].cpu().numpy(), count)
         video = torch.cat(inputs, dim=2)
         bits = search_bits(self.tokenizer, video, chunk_latents, keep_bits, search, previous_error)[0].cpu().numpy()
         last_error = None
@@ -345,6 +345,9 @@ def encode_frames(
     if search_steps < 0:
         raise LfqError(f"--search must be >= 0, got {search_steps}")
     slow = chosen.fit is not None or chosen.search_steps > 0
+    if (search_steps or chosen.search_steps) and keep > cfg.sign_bits:
+        raise LfqError(f"the bit search (--search, --preset {preset}) changes sign bits only; quality {quality!r} "
+                       f"keeps {keep - cfg.sign_bits} residual bits: use a quality of at most {cfg.sign_bits} bits")
     if search_steps and slow:
         chosen = replace(chosen, search_steps=search_steps)
     if search_steps or chosen.search_steps:

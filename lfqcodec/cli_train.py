@@ -171,6 +171,13 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--frame-split/--no-frame-split", default=None,
               help="The refiner also reads the coarsest decoder features split into frames (starts as a no-op) "
                    "[default: as the --init model].")  # fmt: skip
+@click.option("--residual-bits", type=click.IntRange(0), default=0, show_default=True,
+              help="Grow the --init model's last N sign bits into residual (magnitude) bits of its first N latent "
+                   "channels; the top quality keeps them (docs/TOKENS.md). 0 = keep the model's design.")
+@click.option("--residual-blocks", type=click.IntRange(0), default=1, show_default=True,
+              help="Residual blocks of the decoder's residual reader (with --residual-bits).")
+@click.option("--train-only", type=click.Choice(["residual"]), default=None,
+              help="Train only the decoder's residual reader: every sign level keeps its tokens and pictures exactly.")
 @click.option("--exclude", multiple=True, metavar="FILE_NAME",
               help="Keep this file (by name, e.g. kitten.mp4, or stem) out of the training material; repeatable. "
                    "The clips of lfqcodec.heldout are kept out already.")  # fmt: skip
@@ -187,6 +194,10 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
               help="Fastest synthetic camera move over photos, pixels per frame.")
 @click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--minutes", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Wall-clock budget: the cosine schedule runs over it and training stops at it (0 = --steps only).")
+@click.option("--val-minutes", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Validate this often (and at step 0) instead of every --val-every steps (0 = by steps).")
 @click.option("--val-frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames of each validation clip (33 = a whole default chunk).")
 @click.option("--init", default=None, help="Warm-start from this model (name or path) when no run state exists.")
@@ -198,7 +209,7 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @handle_errors
 def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_encoder, entropy_boost, entropy_weight, pixel_loss,
           ssim_weight, decorrelation_weight, commitment_weight, distill_steps, distill_weight, distill_lr, quality_mix,
-          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, exclude, train_on_held_out, batch, frames, size, max_stride, pan_speed, val_every, val_frames, init, name, precision, device):  # fmt: skip
+          encoder_blocks, decoder_blocks, drop_blocks, refine_blocks, frame_split, residual_bits, residual_blocks, train_only, exclude, train_on_held_out, batch, frames, size, max_stride, pan_speed, val_every, minutes, val_minutes, val_frames, init, name, precision, device):  # fmt: skip
     """Train the tokenizer (resumes from OUT/state.pt when present). Works with torchrun for multi-GPU."""
     import dataclasses
     import logging
@@ -207,7 +218,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_e
     from .config import TokenizerConfig
     from .data import SamplerConfig
     from .heldout import EXCLUDED
-    from .surgery import grown_config
+    from .surgery import grown_config, residual_config
     from .train import TrainConfig
     from .train import train as run_training
 
@@ -225,6 +236,13 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_e
         model_cfg = grown_config(model_cfg, drop_blocks, refine_blocks, frame_split)
     except ValueError as exc:
         raise LfqError(f"--drop-decoder-block / --refine-blocks / --frame-split: {exc}") from None
+    if residual_bits:
+        if not init:
+            raise LfqError("--residual-bits needs --init (it grows a trained model)")
+        try:
+            model_cfg = residual_config(model_cfg, residual_bits, residual_blocks)
+        except ValueError as exc:
+            raise LfqError(f"--residual-bits: {exc}") from None
     for option, blocks in (("encoder_blocks", encoder_blocks), ("decoder_blocks", decoder_blocks)):
         if blocks:
             try:
@@ -239,7 +257,7 @@ def train(data_dirs, val_clips, out, steps, lr, warmup, freeze_decoder, freeze_e
                     distill_weight=distill_weight, distill_lr=distill_lr,
                     **({"quality_probs": quality_mix} if quality_mix else {}), val_every=val_every,
                     val_frames=val_frames, bf16=None if precision == "auto" else precision == "bf16",
-                    freeze_decoder=freeze_decoder, freeze_encoder=freeze_encoder),
+                    freeze_decoder=freeze_decoder, freeze_encoder=freeze_encoder, train_only=train_only or "", minutes=minutes, val_minutes=val_minutes),
         SamplerConfig(frames=frames, size=size, max_stride=max_stride, pan_speed=pan_speed), data_dirs, val_clips, out, init=init, name=name, device=device,
         exclude=tuple(exclude) + (() if train_on_held_out else tuple(sorted(EXCLUDED))), drop_decoder_blocks=drop_blocks,
     )  # fmt: skip

@@ -30,6 +30,11 @@ class TokenizerConfig:
     frame_split: bool = False  # the refiner also reads the coarsest decoder features, split into frames by a
     # learned projection (each output frame gets its own features from the richest level, not only a linear
     # share of the 1/patch_size features)
+    residual_bits: int = 0  # > 0: the last `residual_bits` of the num_bits token bits are residual (magnitude)
+    # bits: bit `num_bits - residual_bits + c` says whether latent channel c (one of the first residual_bits
+    # signs) lies beyond its channel's threshold, so sign + magnitude form a 4-level scalar quantizer
+    # (lfqcodec.quantizer); 0 = every bit is a sign (versions 1-6)
+    residual_blocks: int = 1  # residual blocks of the decoder's residual reader (only with residual_bits)
     quality_bits: dict[str, int] = field(
         default_factory=lambda: {"low": 4, "medium": 16, "high": 32}
     )  # operating point -> number of leading bits kept (nested LFQ)
@@ -53,8 +58,25 @@ class TokenizerConfig:
             raise ValueError("every refiner stage needs at least one block")
         if self.frame_split and not self.refine_channels:
             raise ValueError("frame_split feeds the refiner: it needs refine_channels")
+        if not 0 <= self.residual_bits <= self.num_bits // 2:
+            raise ValueError("residual_bits must be in 0..num_bits/2 (each reads one of the first sign bits)")
+        if self.residual_blocks < 0:
+            raise ValueError("residual_blocks must be >= 0")
         if self.refine_channels and self.patch_size % 2 ** (len(self.refine_channels) - 1):
             raise ValueError("refine_channels has more stages than patch_size has factors of 2")
+
+    @property
+    def sign_bits(self) -> int:
+        """Token bits that are signs of latent channels (the first ones); the rest are residual bits."""
+        return self.num_bits - self.residual_bits
+
+    @property
+    def design(self) -> str:
+        """The quantizer design in words (``info``, the model card)."""
+        if not self.residual_bits:
+            return f"LFQ, {self.num_bits} sign bits"
+        return (f"LFQ, {self.sign_bits} sign bits + {self.residual_bits} residual bits "
+                f"(magnitude of channels 0-{self.residual_bits - 1})")
 
     @property
     def spatial_factor(self) -> int:
@@ -79,4 +101,5 @@ class TokenizerConfig:
 
 # Values of fields added after model files were first written: a saved config without the field
 # describes a network built before it existed.
-LEGACY_DEFAULTS: dict[str, Any] = {"refine_channels": (), "refine_blocks": (1, 1), "frame_split": False}
+LEGACY_DEFAULTS: dict[str, Any] = {"refine_channels": (), "refine_blocks": (1, 1), "frame_split": False,
+                                   "residual_bits": 0, "residual_blocks": 1}

@@ -55,6 +55,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--drop-decoder-block", action="append", default=[], metavar="LEVEL.BLOCK")
     p.add_argument("--refine-blocks", default=None, metavar="N,N")
     p.add_argument("--frame-split", action="store_true")
+    p.add_argument("--residual-bits", type=int, default=0,
+                   help="grow the --init model's last N sign bits into residual (magnitude) bits (lfqcodec.quantizer)")
+    p.add_argument("--residual-blocks", type=int, default=1, help="blocks of the decoder's residual reader")
+    p.add_argument("--train-only", default="", choices=["", "residual"],
+                   help="residual: train only the decoder's residual reader (sign levels stay exact)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
     return p.parse_args(argv)
@@ -62,10 +67,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def model_config(args: argparse.Namespace, drops: tuple[tuple[int, int], ...]):
     from .checkpoint import load_model
-    from .surgery import grown_config
+    from .surgery import grown_config, residual_config
 
     refine = tuple(int(n) for n in args.refine_blocks.split(",")) if args.refine_blocks else None
-    return grown_config(load_model(args.init).config, drops, refine, True if args.frame_split else None)
+    cfg = grown_config(load_model(args.init).config, drops, refine, True if args.frame_split else None)
+    return residual_config(cfg, args.residual_bits, args.residual_blocks) if args.residual_bits else cfg
 
 
 def summary_table(val_log: Path) -> str:
@@ -112,7 +118,7 @@ def main(argv: list[str] | None = None) -> None:
             entropy_boost=1.0, pixel_loss=args.pixel_loss, quality_probs=mix, log_every=20, minutes=args.minutes,
             val_minutes=args.val_minutes, checkpoint_minutes=2.0, loader_workers=args.workers,
             val_frames=max(len(v) for _, v in material[1]),
-            bf16=None if args.precision == "auto" else args.precision == "bf16",
+            bf16=None if args.precision == "auto" else args.precision == "bf16", train_only=args.train_only,
         )  # fmt: skip
         sampler_cfg = SamplerConfig(frames=args.frames, size=args.size, image_size=args.image_size, max_stride=4,
                                     pan_speed=6.0)  # fmt: skip

@@ -42,7 +42,7 @@ from torch import nn
 from .errors import LfqError
 from .int8 import int8_dot_products, kernels_available, quantize_tokenizer
 from .layers import PointwiseConv3d
-from .quantizer import bits_to_codes
+from .quantizer import decoder_codes
 from .tokenizer import TokenizerNet
 
 PRECISIONS = ("auto", "bf16", "fp32", "int8")
@@ -163,5 +163,5 @@ def decode_bits(tokenizer: TokenizerNet, bits: torch.Tensor, first: bool, mode: 
     """Bool bits ``N x b x T' x h x w`` -> video ``N x 3 x T x H x W`` in [-1, 1] (not clamped,
     in ``mode``'s dtype and layout); see :meth:`lfqcodec.tokenizer.TokenizerNet.decode`."""
     with torch.no_grad():
-        codes = bits_to_codes(bits, tokenizer.cfg.num_bits, dim=1)
+        codes = decoder_codes(bits, tokenizer.cfg.num_bits, tokenizer.cfg.residual_bits, dim=1)
         return tokenizer.decoder(mode.layout(codes), first)

@@ -30,7 +30,7 @@ from .adapt import DecoderUpdate, UpdateSpec, applied
 from .adapt_fit import ChunkTarget, FitConfig, fit_update
 from .bitpack import compressed_size
 from .layers import streaming
-from .quantizer import bits_to_codes
+from .quantizer import decoder_codes
 from .search import SearchConfig, search_candidates, tiles_of
 
 DB_PER_DOUBLING = 6.02  # rate-distortion slope a change must beat (a typical codec's: 6 dB per doubling)
@@ -216,7 +216,7 @@ class RunEncoder:
         then searched once, against the decoder as chosen, and a kept update is dropped again when
         the searched bits without it are the better trade."""
         preset, stats = self.preset, {"frames": sum(len(c.frames) for c in chunks)}
-        base = [(c.latents > 0)[0].cpu().numpy() for c in chunks]
+        base = [self.codec.tokenizer.quantizer.token_bits(c.latents)[0].cpu().numpy() for c in chunks]
         start = plain = self._outcome(chunks, base)
         stats.update(base_bytes=start.bytes, base_psnr=start.psnr)
         update, payload = None, None
@@ -261,7 +261,8 @@ class RunEncoder:
         return result
 
     def _codes(self, bits: np.ndarray) -> torch.Tensor:
-        codes = bits_to_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], self.codec.cfg.num_bits)
+        cfg = self.codec.cfg
+        codes = decoder_codes(torch.from_numpy(bits[: self.keep]).to(self.codec.device)[None], cfg.num_bits, cfg.residual_bits)
         return codes.to(self.codec.dtype)
 
     def _search(self, chunk: RunChunk, bits: np.ndarray, before: _Decoded, size: int,

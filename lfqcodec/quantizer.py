@@ -7,6 +7,16 @@ token index**, least significant first: ``index = sum(2**i for i where channel i
 Nested rates: the decoder is trained with random prefixes of the bits kept (the dropped channels
 are fed as ``0``, "unknown"), so one network serves several operating points: a quality level keeps
 the first ``k`` bits of every token.
+
+Residual bits (``TokenizerConfig.residual_bits = R > 0``): the token's first ``S = num_bits - R``
+bits are signs of latent channels ``0 .. S-1`` as above, and bit ``S + c`` (``c < R``) is the
+magnitude bit of channel ``c``: ``|z_c| > a_c``, with ``a_c`` a per-channel threshold stored with the
+weights (``LookupFreeQuantizer.thresholds``). Sign and magnitude together are a 4-level scalar
+quantizer of ``z_c``, so these bits carry what the signs cannot, by construction (the bits after the
+first 16 of a sign-only model were found to repeat the first 16). The decoder reads decoder-input
+channel ``S + c`` as ``sign_c * (+1 if beyond the threshold else -1)`` (``0`` where the bit is
+dropped), and reads them only through parts that a sign-only level never runs
+(:class:`lfqcodec.tokenizer.ResidualReader`), so the sign levels decode as without them.
 """
 
 from __future__ import annotations
@@ -71,6 +81,20 @@ def bits_to_codes(bits: torch.Tensor, num_bits: int | None = None, dim: int = 1)
     return codes
 
 
+def decoder_codes(bits: torch.Tensor, num_bits: int, residual_bits: int = 0, dim: int = 1) -> torch.Tensor:
+    """Token bits (bool, the first ``b <= num_bits`` along ``dim``) -> the decoder's input codes:
+    ``num_bits`` channels, ``+-1`` for each sign bit, ``sign * (+-1)`` for each residual bit (channel
+    ``S + c`` pairs with sign ``c``), ``0`` for each dropped bit."""
+    codes = bits_to_codes(bits, num_bits, dim)
+    sign_bits = num_bits - residual_bits
+    present = bits.shape[dim] - sign_bits
+    if residual_bits and present > 0:
+        codes = codes.movedim(dim, 0).clone()
+        codes[sign_bits : sign_bits + present] *= codes[:present]
+        codes = codes.movedim(0, dim)
+    return codes
+
+
 def keep_mask(num_bits: int, keep_bits: torch.Tensor) -> torch.Tensor:
     """``N x num_bits x 1 x 1 x 1`` float mask: 1 for bits ``< keep_bits[n]`` of sample ``n``, else 0."""
     channel = torch.arange(num_bits, device=keep_bits.device).view(1, -1, 1, 1, 1)
@@ -117,10 +141,14 @@ class LookupFreeQuantizer(nn.Module):
     All loss terms are computed in fp32, even under autocast.
     """
 
-    def __init__(self, num_bits: int, group_bits: int = 8, temperature: float = 1.0):
+    def __init__(self, num_bits: int, group_bits: int = 8, temperature: float = 1.0, residual_bits: int = 0):
         super().__init__()
         self.num_bits = num_bits
-        self.group_bits = min(group_bits, num_bits)
+        self.residual_bits = residual_bits
+        self.sign_bits = num_bits - residual_bits
+        if residual_bits:  # the magnitude thresholds a_c (calibrated: lfqcodec.surgery.add_residual_bits)
+            self.register_buffer("thresholds", torch.ones(residual_bits))
+        self.group_bits = min(group_bits, self.sign_bits)
         self.temperature = temperature
         codes = indices_to_bits(torch.arange(2**self.group_bits), self.group_bits).float()
         self.register_buffer("group_codebook", codes, persistent=False)  # 2**g x g, {0, 1}
@@ -134,24 +162,37 @@ class LookupFreeQuantizer(nn.Module):
         with torch.autocast(z.device.type, enabled=False):  # bf16 entropy terms are wrong, not just coarse
             return self._quantize(z.float(), keep_bits)
 
+    def token_bits(self, z: torch.Tensor) -> torch.Tensor:
+        """Latents ``N x num_bits x ...`` -> the token's bits (bool, same shape): signs, then residual bits."""
+        if not self.residual_bits:
+            return z > 0
+        r = self.residual_bits
+        beyond = z[:, :r].abs() > self.thresholds.view(1, r, *([1] * (z.ndim - 2))).to(z.dtype)
+        return torch.cat([z[:, : self.sign_bits] > 0, beyond], dim=1)
+
     def _quantize(self, z: torch.Tensor, keep_bits: torch.Tensor | None) -> QuantizerOutput:
-        bits = z > 0
-        hard = bits.float() * 2 - 1
+        bits = self.token_bits(z)
         codes = straight_through_sign(z)
+        if self.residual_bits:  # channel S + c: sign_c * (+-1 by the magnitude), straight-through both
+            r = self.residual_bits
+            magnitude = straight_through_sign(z[:, :r].abs() - self.thresholds.view(1, r, 1, 1, 1))
+            codes = torch.cat([codes[:, : self.sign_bits], codes[:, :r] * magnitude], dim=1)
         if keep_bits is not None:
             codes = codes * keep_mask(self.num_bits, keep_bits.to(z.device))
 
+        z = z[:, : self.sign_bits]  # the sign-bit losses: residual bits have no target of their own
+        hard = (z > 0).float() * 2 - 1
         commitment = (z - hard).pow(2).mean()
-        p_pos = torch.sigmoid(4.0 * z / self.temperature).movedim(1, -1).reshape(-1, self.num_bits)
+        p_pos = torch.sigmoid(4.0 * z / self.temperature).movedim(1, -1).reshape(-1, self.sign_bits)
         token_entropy = _binary_entropy(p_pos).sum(-1).mean()
         codebook_entropy = self._codebook_entropy(p_pos)
-        entropy_loss = (token_entropy - codebook_entropy) / self.num_bits
+        entropy_loss = (token_entropy - codebook_entropy) / self.sign_bits
         return QuantizerOutput(codes, bits, entropy_loss, commitment, token_entropy, codebook_entropy, z)
 
     def _codebook_entropy(self, p_pos: torch.Tensor) -> torch.Tensor:
         total = p_pos.new_zeros(())
         g = self.group_bits
-        for start in range(0, self.num_bits, g):
+        for start in range(0, self.sign_bits, g):
             p = p_pos[:, start : start + g].clamp(1e-6, 1 - 1e-6)
             book = self.group_codebook[: 2 ** p.shape[1], : p.shape[1]]
             log_probs = torch.log(p) @ book.T + torch.log1p(-p) @ (1 - book).T  # tokens x codes

@@ -99,7 +99,7 @@ def search_candidates(
     ``cfg.trade_db_per_doubling > 0`` and a rate model, each tile's best step by that trade when
     those bits differ (module docstring). Tiles after the first start from the first candidate's bits.
     ``on_tile()`` is called after each tile's search."""
-    bits = latents > 0
+    bits = tokenizer.quantizer.token_bits(latents)  # the search changes sign bits only (keep_bits <= sign bits)
     if cfg.steps <= 0 or keep_bits <= 0:
         return [bits]
     s = tokenizer.cfg.spatial_factor

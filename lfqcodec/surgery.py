@@ -63,3 +63,46 @@ def grown_config(
     if frame_split is not None:
         changes["frame_split"] = frame_split
     return dataclasses.replace(cfg, **changes)
+
+
+def residual_config(cfg: TokenizerConfig, residual_bits: int, residual_blocks: int = 1) -> TokenizerConfig:
+    """``cfg`` with ``residual_bits`` residual (magnitude) bits replacing its last sign bits, and the top
+    quality level keeping them all (:mod:`lfqcodec.quantizer`). Raises ``ValueError`` for a bad count."""
+    if cfg.residual_bits == residual_bits and cfg.residual_blocks == residual_blocks:
+        return cfg  # already grown (training a residual model further)
+    if cfg.residual_bits:
+        raise ValueError(f"the model already has {cfg.residual_bits} residual bits")
+    grown = dataclasses.replace(cfg, residual_bits=residual_bits, residual_blocks=residual_blocks)
+    levels = {name: bits for name, bits in cfg.quality_bits.items() if bits <= grown.sign_bits}
+    top = max(cfg.quality_bits, key=cfg.quality_bits.get)
+    levels[top] = cfg.num_bits
+    return dataclasses.replace(grown, quality_bits=levels)
+
+
+def prepare_residual(tokenizer: TokenizerNet) -> None:
+    """After a warm start from a sign-only model: the decoder's input weights for the channels that now
+    carry residual bits (they read the old model's last sign bits) are zeroed, so those channels reach
+    the decoder only through its residual reader, and every sign level decodes as before."""
+    import torch
+
+    with torch.no_grad():
+        tokenizer.decoder.inp.conv.weight[:, tokenizer.cfg.sign_bits :] = 0
+
+
+def calibrate_thresholds(tokenizer: TokenizerNet, videos, beyond: float = 1 / 3) -> list[float]:
+    """Set each residual channel's magnitude threshold so that a share ``beyond`` of the latents of
+    ``videos`` (``N x 3 x T x H x W`` tensors in [-1, 1]) lies beyond it (1/3: the MSE-optimal 4-level
+    quantizer of a Gaussian). Thresholds are rounded to fp16, as the model file stores them."""
+    import torch
+
+    r = tokenizer.cfg.residual_bits
+    magnitudes = []
+    with torch.no_grad():
+        for video in videos:
+            z = tokenizer.encoder(video.to(next(tokenizer.encoder.parameters()).dtype))
+            magnitudes.append(z[:, :r].abs().transpose(0, 1).reshape(r, -1).float())
+    values = torch.cat(magnitudes, dim=1)
+    sample = values[:, torch.randperm(values.shape[1], generator=torch.Generator().manual_seed(0))[:200_000]]
+    thresholds = torch.quantile(sample, 1 - beyond, dim=1).half().float()
+    tokenizer.quantizer.thresholds.copy_(thresholds.to(tokenizer.quantizer.thresholds.device))
+    return thresholds.tolist()

@@ -27,7 +27,7 @@ from .layers import (
     space_to_depth,
     time_to_depth,
 )
-from .quantizer import LookupFreeQuantizer, QuantizerOutput, bits_to_codes
+from .quantizer import LookupFreeQuantizer, QuantizerOutput, decoder_codes
 
 
 def latent_frames(num_frames: int, temporal_factor: int) -> int:
@@ -86,10 +86,13 @@ class Decoder(nn.Module):
         stem_out = 3 * cfg.temporal_factor * cfg.patch_size**2
         self.out = CausalConv3d(cfg.channels[0], stem_out, (1, 3, 3))
         self.refine = Refiner(cfg) if cfg.refine_channels else None
+        self.residual = ResidualReader(cfg) if cfg.residual_bits else None
 
     def forward(self, codes: torch.Tensor, first: bool = True) -> torch.Tensor:
         """``first``: ``codes`` start the clip (the first latent frame decodes to one frame)."""
         x = self.inp(codes)
+        if self.residual is not None:
+            x = self.residual(codes, x)
         coarsest = None
         for i, blocks in enumerate(self.levels):
             x = blocks(x)
@@ -102,6 +105,37 @@ class Decoder(nn.Module):
         if self.refine is not None:
             video = video + self.refine(features, video, coarsest)
         return video[:, :, self.cfg.temporal_factor - 1 :] if first else video
+
+
+class ResidualReader(nn.Module):
+    """Reads the residual (magnitude) bits into the decoder's coarsest features, for levels that keep them.
+
+    Input: the decoder's codes, all ``num_bits`` channels (signs, and ``sign * magnitude`` in the residual
+    channels); output: ``features + gate * correction``, where ``gate`` is 1 for each sample whose residual
+    channels are present (non-zero) and 0 otherwise. A level without residual bits therefore never runs
+    it and decodes exactly as the sign-only decoder it was grown from; the last convolution starts at
+    zero, so the grown decoder also reproduces it at the residual levels until trained.
+    """
+
+    def __init__(self, cfg: TokenizerConfig):
+        super().__init__()
+        width = cfg.channels[-1]
+        self.sign_bits = cfg.sign_bits
+        self.inp = CausalConv3d(cfg.num_bits, width, (cfg.temporal_kernel, 3, 3))
+        self.blocks = nn.Sequential(*[ResBlock(width, cfg.temporal_kernel) for _ in range(cfg.residual_blocks)])
+        self.out_norm = ChannelNorm(width)
+        self.out = nn.Conv3d(width, width, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, codes: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        gate = codes[:, self.sign_bits :].detach().abs().flatten(1).amax(1) > 0  # per sample
+        if not bool(gate.any()):
+            return features
+        correction = self.out(F.silu(self.out_norm(self.blocks(self.inp(codes)))))
+        if bool(gate.all()):
+            return features + correction
+        return features + correction * gate.to(correction.dtype).view(-1, *([1] * (correction.ndim - 1)))
 
 
 class Refiner(nn.Module):
@@ -172,7 +206,7 @@ class TokenizerNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
-        self.quantizer = LookupFreeQuantizer(cfg.num_bits)
+        self.quantizer = LookupFreeQuantizer(cfg.num_bits, residual_bits=cfg.residual_bits)
         self.decoder = Decoder(cfg)
 
     def forward(
@@ -188,13 +222,13 @@ class TokenizerNet(nn.Module):
 
         ``first=False`` continues a clip inside :func:`~lfqcodec.layers.streaming`."""
         dtype = next(self.encoder.parameters()).dtype
-        return self.encoder(video.to(dtype), first) > 0
+        return self.quantizer.token_bits(self.encoder(video.to(dtype), first))
 
     @torch.no_grad()
     def decode(self, bits: torch.Tensor, first: bool = True) -> torch.Tensor:
         """Bool bits ``N x b x T' x h x w`` (``b <= B``: missing high bits are treated as unknown)
         -> video ``N x 3 x (1 + f*(T'-1)) x H x W`` in [-1, 1] (not clamped); with ``first=False``
         (streaming) ``f*T'`` frames."""
-        codes = bits_to_codes(bits, self.cfg.num_bits, dim=1)
+        codes = decoder_codes(bits, self.cfg.num_bits, self.cfg.residual_bits, dim=1)
         dtype = next(self.decoder.parameters()).dtype
         return self.decoder(codes.to(dtype), first)

@@ -44,7 +44,7 @@ from .inference import native_bf16
 from .metrics import ssim
 from .distill import distillation_loss, searched_bits
 from .quantizer import bit_correlation
-from .surgery import drop_decoder_block
+from .surgery import calibrate_thresholds, drop_decoder_block, prepare_residual
 from .validation import load_validation, validate
 from .tokenizer import TokenizerNet
 
@@ -87,6 +87,10 @@ class TrainConfig:
     minutes: float = 0.0  # > 0: a wall-clock budget; the cosine runs over it and training stops at it (`steps` caps)
     val_minutes: float = 0.0  # > 0: validate this often (and at step 0) instead of every `val_every` steps
     loader_workers: int = 0  # > 0: batches are made by this many DataLoader worker processes
+    train_only: str = ""  # "residual": only the decoder's residual reader learns (every sign level keeps its
+    # pictures exactly); each step keeps the signs and a random multiple of a quarter of the residual bits
+    select_quality: str = ""  # the quality whose validation PSNR picks the best weights ("" = medium, or the
+    # top level with train_only "residual")
 
 
 def check_quality_probs(probs: dict[str, float], model_cfg: TokenizerConfig) -> None:
@@ -186,6 +190,29 @@ class Ema:
             self.state[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
 
 
+def residual_keep_choices(model_cfg: TokenizerConfig) -> list[int]:
+    """Bits kept by a step that trains the residual reader: all signs and 1/4, 2/4, 3/4 or all the residual bits."""
+    step = max(1, model_cfg.residual_bits // 4)
+    return sorted({model_cfg.sign_bits + n for n in [*range(step, model_cfg.residual_bits, step), model_cfg.residual_bits]})
+
+
+def freeze_for(tokenizer: TokenizerNet, cfg: TrainConfig) -> None:
+    """``requires_grad`` as ``cfg`` says: encoder / decoder frozen, or everything but the residual reader."""
+    if cfg.freeze_decoder and cfg.freeze_encoder:
+        raise LfqError("--freeze-decoder and --freeze-encoder together leave nothing to train")
+    if cfg.train_only not in ("", "residual"):
+        raise LfqError(f"--train-only {cfg.train_only!r}: only 'residual' is known")
+    if cfg.train_only == "residual":
+        if tokenizer.decoder.residual is None:
+            raise LfqError("--train-only residual needs a model with residual bits (--residual-bits)")
+        tokenizer.requires_grad_(False)
+        tokenizer.decoder.residual.requires_grad_(True)
+    if cfg.freeze_decoder:
+        tokenizer.decoder.requires_grad_(False)
+    if cfg.freeze_encoder:
+        tokenizer.encoder.requires_grad_(False)
+
+
 def warm_start(tokenizer: TokenizerNet, source: TokenizerNet) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape ``tokenizer`` shares; returns the names
     left at their initial values (new parts of a grown architecture)."""
@@ -258,13 +285,13 @@ def train(
             source = drop_decoder_block(source, level, block)
         warm_start(tokenizer, source)
         log.info("warm-started from %s", init)
+        grow_residual = bool(model_cfg.residual_bits and not source.cfg.residual_bits)
+        if grow_residual:
+            prepare_residual(tokenizer)
+    else:
+        grow_residual = False
     tokenizer.to(dev)
-    if train_cfg.freeze_decoder and train_cfg.freeze_encoder:
-        raise LfqError("--freeze-decoder and --freeze-encoder together leave nothing to train")
-    if train_cfg.freeze_decoder:
-        tokenizer.decoder.requires_grad_(False)
-    if train_cfg.freeze_encoder:
-        tokenizer.encoder.requires_grad_(False)
+    freeze_for(tokenizer, train_cfg)
     model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer
     decay, no_decay = [], []
     for p in tokenizer.parameters():
@@ -295,7 +322,14 @@ def train(
         batches = iter(loader)
     else:
         batches = iter(stream)
+    if grow_residual:  # thresholds from the material, before the first step (consumes a few batches)
+        thresholds = calibrate_thresholds(tokenizer, [next(batches)[1].to(dev) for _ in range(8)])
+        log.info("residual thresholds: %s", ", ".join(f"{t:.3f}" for t in thresholds))
     qualities = list(train_cfg.quality_probs)
+    keep_choices = residual_keep_choices(model_cfg) if train_cfg.train_only == "residual" else []
+    select = train_cfg.select_quality or (
+        max(model_cfg.quality_bits, key=model_cfg.quality_bits.get) if keep_choices else "medium"
+    )
     probs = np.array([train_cfg.quality_probs[q] for q in qualities], dtype=float)
     probs /= probs.sum()
     rng = np.random.default_rng(train_cfg.seed + 1000 + rank + 7919 * step)
@@ -343,8 +377,8 @@ def train(
             step,
             ", ".join(f"{q} {result[q]['psnr']:.2f} dB {result[q]['bpp']:.4f} bpp" for q in model_cfg.quality_bits),
         )
-        if result["medium"]["psnr"] > best:
-            best = result["medium"]["psnr"]
+        if result[select]["psnr"] > best:
+            best = result[select]["psnr"]
             save_model(out_dir / f"{name}.safetensors", ema_model, name)
         save_model(out_dir / f"{name}-last.safetensors", ema_model, name)
         if on_validated is not None:
@@ -360,8 +394,11 @@ def train(
             group["lr"] = learning_rate(step, train_cfg, progress())
         image_step, video = next(batches)
         video = video.to(dev, non_blocking=True)
-        choice = rng.choice(len(qualities), size=video.shape[0], p=probs)
-        keep = torch.tensor([model_cfg.quality_bits[qualities[c]] for c in choice], device=dev)
+        if keep_choices:
+            keep = torch.tensor(rng.choice(keep_choices, size=video.shape[0]), device=dev)
+        else:
+            choice = rng.choice(len(qualities), size=video.shape[0], p=probs)
+            keep = torch.tensor([model_cfg.quality_bits[qualities[c]] for c in choice], device=dev)
         with autocast:
             loss, stats, bits = compute_losses(model, video, keep, train_cfg, step)
         optimizer.zero_grad(set_to_none=True)

@@ -135,7 +135,7 @@ def main() -> None:
     parser.add_argument("--model", default=None)
     parser.add_argument("--scenecut", type=float, default=DEFAULT_SCENECUT, help="0 = chunks of exactly --gop frames")
     parser.add_argument("--search", type=int, default=0, help="lfqcodec encode --search steps (0 = off)")
-    parser.add_argument("--quality", nargs="+", default=["low", "medium", "high"], choices=["low", "medium", "high"])
+    parser.add_argument("--quality", nargs="+", default=None, help="levels of the model (default: all of them)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "eval-lfq-base.json")
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -144,8 +144,9 @@ def main() -> None:
     except LfqError as exc:
         sys.exit(f"eval_model.py: error: {exc}")
     torch.set_num_threads(os.cpu_count() or 1)
+    qualities = tuple(args.quality or load_model(args.model).config.quality_bits)
     rows = evaluate(args.clips, args.frames, args.model, args.gop, args.out.parent, args.scenecut, args.search,
-                    tuple(args.quality))
+                    qualities)
     record = {
         "command": "python " + " ".join([os.path.relpath(sys.argv[0], HERE.parent), *sys.argv[1:]]),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

@@ -130,6 +130,19 @@ def load_model(
     return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer, Path(path))
 
 
+# Models this package no longer ships, by the 16-byte id their files carry: what they were and which
+# commit of this repository (with the model in its models/) reads their files.
+RETIRED_MODELS: dict[str, str] = {
+    "86ca7c0e1b8fcbf13c755d9c1301753f": "lfq-base v5, shipped 2026-11-24; read by lfqcodec at commit 2c2f48f",
+}
+
+
+def retired_model_note(model_id: bytes) -> str:
+    """``"; it is <what it was>"`` for a model id this package shipped before, else ``""``."""
+    note = RETIRED_MODELS.get(model_id.hex())
+    return f"; it is {note} (git checkout that commit, or pass --model with its weights)" if note else ""
+
+
 RUN_STATE_KEYS = ("model", "optimizer", "ema", "step", "best", "model_config")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from safetensors import safe_open
 
-from .checkpoint import MODELS_DIR, LoadedModel, load_model
+from .checkpoint import MODELS_DIR, LoadedModel, load_model, retired_model_note
 from .container import LfqReader, StreamHeader
 from .entropy_store import find_by_id
 from .errors import FormatError, LfqError, ModelError
@@ -38,7 +38,8 @@ def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None)
                 if bytes.fromhex(sha)[:16] == header.model_id:
                     return path
     raise ModelError(
-        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model"
+        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed"
+        + (retired_model_note(header.model_id) or "; pass --model")
     )
 
 

@@ -152,3 +152,20 @@ def test_cli_train_residual_bits_needs_init_and_one_design(tmp_path, tiny_model)
     assert result.exit_code == 1 and "--residual-bits needs --init" in result.output
     result = CliRunner().invoke(main, [str(a) for a in [*common[:-1], 9, "--init", tiny_model]])
     assert result.exit_code == 1 and "--residual-bits" in result.output
+
+
+def test_a_file_of_a_retired_model_names_the_commit_that_reads_it(tmp_path, residual_model):
+    from dataclasses import replace
+
+    from lfqcodec.container import LfqReader
+    from lfqcodec.decoding import find_model_for
+    from lfqcodec.errors import ModelError
+
+    path = tmp_path / "a.lfq"
+    encode_frames(iter(moving_pattern(5, 16, 16)), path, width=16, height=16, fps=Fraction(25), model=residual_model,
+                  device="cpu")  # fmt: skip
+    with open(path, "rb") as handle:
+        header = LfqReader(handle).header
+    v5 = replace(header, model_id=bytes.fromhex("86ca7c0e1b8fcbf13c755d9c1301753f"))
+    with pytest.raises(ModelError, match="lfq-base v5.*commit 2c2f48f"):
+        find_model_for(v5)

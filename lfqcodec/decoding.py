@@ -211,7 +211,8 @@ def decode_frames(
                         lost.append((max(first, start), min(first + count, end) - 1))
                     blocks = [np.broadcast_to(previous, (count, *previous.shape))]
                 at = first
-                with contextlib.closing(iter(blocks)) as decoded:
+                decoded = iter(blocks)
+                with contextlib.closing(decoded) if hasattr(decoded, "close") else contextlib.nullcontext():
                     for block in decoded:  # causal: blocks before ``start`` are decoded, none after ``end``
                         lo, hi = max(start - at, 0), min(end - at, len(block))
                         if hi > lo:

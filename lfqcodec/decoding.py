@@ -260,7 +260,8 @@ def decode_file(
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
-    ``frames`` select a frame range (only the chunks holding it are decoded). ``precision``: see
+    ``frames`` select a frame range (only the chunks holding it are decoded); a ``.png`` holds one
+    frame, so without ``frames`` it is the one at ``start``. ``precision``: see
     :mod:`lfqcodec.inference`; ``pipeline`` writes frames in a background thread
     (:mod:`lfqcodec.pipeline`; same output)."""
     import itertools
@@ -278,10 +279,12 @@ def decode_file(
     with handle:
         h = reader.header
     check_size(h, max_pixels)
+    if suffix == ".png" and frames is None:
+        frames = 1
     count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
-    if suffix == ".png" and count != 1:
+    if suffix == ".png" and count > 1:
         raise LfqError(
-            f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)"
+            f"a .png output holds one frame but {count} were asked for (leave out --frames, or use a video extension)"
         )
     lost: list[tuple[int, int]] = []
     lost_updates: list[tuple[int, int, int]] = []

@@ -90,8 +90,34 @@ def test_decode_range_and_png(tmp_path, odd_clip, tiny_model):
     assert len(part) == 3 and all(np.array_equal(x, y) for x, y in zip(part, full[4:7]))
     png, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "f7.png", "--start", "7", "--frames", "1"))
     assert np.array_equal(png[0], full[7])
-    result = run("decode", lfq, tmp_path / "many.png", "--model", tiny_model, "-q")
-    assert result.exit_code == 1 and "one frame" in result.output
+    result = run("decode", lfq, tmp_path / "many.png", "--model", tiny_model, "-q", "--frames", "3")
+    assert result.exit_code == 1 and "one frame" in result.output and not (tmp_path / "many.png").exists()
+
+
+def test_png_without_frames_is_the_frame_at_start(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "-q")
+    full, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "all.mkv"))
+    for start, name in ((None, "first.png"), ("6", "f6.png")):
+        png, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, name, *(["--start", start] if start else [])))
+        assert len(png) == 1 and np.array_equal(png[0], full[int(start or 0)])
+
+
+def test_progress_total_is_what_will_be_coded(tmp_path, tiny_model, monkeypatch):
+    """The bar counts the frames that will be encoded: --frames N of a longer source, the source's count
+    when --frames is larger, and N where the container does not say how many frames it holds."""
+    from lfqcodec import api
+
+    totals = []
+    real = api._progress
+    monkeypatch.setattr(api, "_progress", lambda total, desc, enabled: (totals.append(total), real(total, desc, enabled))[1])
+    mp4 = write_clip(tmp_path / "src.mp4", moving_pattern(13, 24, 32), codec="libx264")  # mp4 states its frame count
+    mkv = write_clip(tmp_path / "src.mkv", moving_pattern(13, 24, 32))  # this mkv does not
+    for src, frames, want in ((mp4, "5", 5), (mp4, "40", 13), (mkv, "5", 5)):
+        totals.clear()
+        result = run("encode", src, tmp_path / "o.lfq", "--model", tiny_model, "--frames", frames, "-y")
+        assert result.exit_code == 0, result.output
+        assert totals == [want], (src.name, frames, totals)
 
 
 def _decoded(tmp_path, lfq, model, name, *extra):

@@ -94,6 +94,8 @@ class RdPoint:
 
 MEMORY_NOTE = ("peak resident memory (RSS) of a fresh process that ran that one encode or decode "
                "(Python, NumPy, PyAV and torch imported; frames read and written a frame at a time)")
+FPS_NOTE = ("frames over the wall time of the encode or decode call in its own process, the model already loaded "
+            "(the call's first-use set-up included, as in a real run)")
 
 
 def curve_name(clip: str, preset: str | None) -> str:
@@ -331,7 +333,7 @@ def run_bench(
         "settings": {"frames": frames, "gop": gop, "lfqcodec_search_steps": search_steps, "lfqcodec_presets": presets,
                      "lfqcodec_qualities": qualities, "codecs": {c: {k: v for k, v in REFERENCE_CODECS[c].items()} for c in codecs},
                      "reference_threads": "FFmpeg default (all cores)", "pix_fmt": "yuv420p",
-                     "peak_mib": MEMORY_NOTE},  # fmt: skip
+                     "peak_mib": MEMORY_NOTE, "fps": FPS_NOTE},  # fmt: skip
         "vmaf": vmaf_settings,
         "points": [asdict(p) for p in points],
         "bd_rate_vs_x265": bd,

@@ -369,3 +369,20 @@ def test_colour_tags_stored_only_when_set(tmp_path, tiny_model):
         stored = {k: v for k, v in meta.items() if k.startswith("source_color")}
         assert stored == {f"source_{name}": str(value) for name, value in tags.items()}
         assert "source_rotation" not in meta and "conversion" not in meta
+
+
+def test_help_texts_say_what_the_options_do():
+    import re
+
+    from lfqcodec.checkpoint import load_model
+
+    helps = {name: " ".join(run(name, "--help").output.split()) for name in ("encode", "decode", "tokens")}
+    bits = load_model().config.quality_bits  # the shipped model's config, whatever its numbers
+    assert ", ".join(f"{q} {bits[q]}" for q in ("low", "medium", "high")) in helps["encode"]
+    assert all("Replace DST if it exists" in text for text in helps.values())
+    assert "zstd level (1-22)" in helps["encode"] and "Encode the first N frames only" in helps["encode"]
+    device = re.search(r"--device \[auto\|cpu\|cuda\] (.*?) --precision", helps["decode"]).group(1)
+    window = re.search(r"--window INTEGER RANGE (.*?) -y", helps["decode"]).group(1)
+    assert "decodes" in device and "bits" not in device and "decoded" in window and "bits" not in window
+    quiet = re.search(r"-q, --quiet (.*?) -v,", helps["decode"]).group(1)
+    assert quiet.startswith("No progress bar or summary line") and "ffmpeg" not in quiet.lower()

@@ -133,7 +133,8 @@ def run_reference(name: str, crf: int, frames: np.ndarray, fps: Fraction, gop: i
         raw = raw or _raw_clip(frames, tmp)
         mkv, back = tmp / f"{name}-{crf}.mkv", tmp / f"{name}-{crf}.rgb"
         what = f"{name} at crf {crf} on {shape[1]}x{shape[0]} frames"
-        encode_s, encode_mib = runs.in_own_process(what, runs.reference_encode, raw, shape, fps, mkv, spec["codec"], options)
+        encode_s, encode_mib = runs.in_own_process(what, runs.reference_encode, raw, shape, fps, mkv, spec["codec"],
+                                                   options)  # fmt: skip
         decode_s, decode_mib = runs.in_own_process(what, runs.reference_decode, mkv, back, shape)
         size, decoded = mkv.stat().st_size, _read_back(back, frames.shape)
     timing = {"encode_s": encode_s, "decode_s": decode_s, "encode_peak_mib": encode_mib, "decode_peak_mib": decode_mib}

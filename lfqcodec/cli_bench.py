@@ -50,7 +50,8 @@ def _names(allowed: tuple[str, ...]):
                    "x265 at about the same bits per pixel, side by side (the first --preset).")  # fmt: skip
 @quiet_option
 @handle_errors
-def bench(videos, frames, codecs, model, presets, qualities, gop, json_path, plot_path, search_steps, frames_png, quiet):
+def bench(videos, frames, codecs, model, presets, qualities, gop, json_path, plot_path, search_steps, frames_png,
+          quiet):  # fmt: skip
     """Rate-distortion (PSNR, MS-SSIM, VMAF) and speed of lfqcodec against HEVC (x265) and others, on the same frames.
 
     Each encode and each decode runs in a fresh process of its own: the enc / dec MiB columns are the
@@ -81,8 +82,8 @@ def bench(videos, frames, codecs, model, presets, qualities, gop, json_path, plo
         say = lambda message: (bar.set_postfix_str(message), bar.update(1))  # noqa: E731
     else:
         bar, say = None, None
-    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say, search_steps=search_steps,
-                                    frames_png=frames_png, presets=list(presets) or None,
+    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say,
+                                    search_steps=search_steps, frames_png=frames_png, presets=list(presets) or None,
                                     qualities=list(qualities) or None)  # fmt: skip
     record["command"] = "lfqcodec " + " ".join(sys.argv[1:])
     if bar is not None:

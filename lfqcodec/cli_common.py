@@ -119,4 +119,5 @@ def _quality_bits() -> str:
             bits = json.loads((handle.metadata() or {})["lfqcodec.config"])["quality_bits"]
     except Exception:  # the help never fails over it
         return ""
-    return f" ({DEFAULT_MODEL}: " + ", ".join(f"{name} {n}" for name, n in sorted(bits.items(), key=lambda kv: kv[1])) + ")"
+    ordered = sorted(bits.items(), key=lambda item: item[1])
+    return f" ({DEFAULT_MODEL}: " + ", ".join(f"{name} {n}" for name, n in ordered) + ")"

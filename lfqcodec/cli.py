@@ -156,7 +156,8 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
 @click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First frame to decode.")
-@click.option("--frames", type=click.IntRange(1), default=None, help="Number of frames to decode [default: all].")
+@click.option("--frames", type=click.IntRange(1), default=None,
+              help="Number of frames to write from --start [default: to the end; 1 for a .png].")
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
 @click.option("--salvage", is_flag=True,
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip

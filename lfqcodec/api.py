@@ -251,16 +251,18 @@ def encode_file(
     from .videoio import VideoSource  # PyAV: only where a video file is read
 
     started = time.time()
-    dst = check_destination(dst, overwrite, (src,))
+    dst = check_destination(dst, overwrite, (src,), suffix=".lfq")
     with VideoSource(src) as source, contextlib.closing(_read(source, pipeline)) as read:
         frames: Iterator[np.ndarray] = read
+        total = source.info.frame_count_hint  # 0 when the container does not say
         if max_frames is not None:
             frames = (frame for _, frame in zip(range(max_frames), frames))
+            total = min(total, max_frames) if total else max_frames  # what will be coded, at most
         report = encode_frames(
             frames, dst, width=source.info.width, height=source.info.height, fps=source.info.fps,
             time_base=source.info.time_base, metadata=source.info.metadata, model=model, quality=quality,
             device=device, gop=gop, zstd_level=zstd_level, window=window, scenecut=scenecut, search_steps=search_steps,
-            overwrite=True, progress_total=source.info.frame_count_hint if progress else None, version=version,
+            overwrite=True, progress_total=total if progress else None, version=version,
             preset=preset, precision=precision,
         )  # fmt: skip
     seconds = time.time() - started
@@ -310,7 +312,7 @@ def encode_frames(
     bit planes (as 1.x) and says so in the report's ``warnings``. ``version=(1, 1)`` writes the
     legacy format. ``preset`` is recorded in the header's metadata."""
     started = time.time()
-    dst = check_destination(dst, overwrite)
+    dst = check_destination(dst, overwrite, suffix=".lfq")
     if not 1 <= zstd_level <= 22:
         raise LfqError(f"zstd level {zstd_level} outside 1..22")
     chosen = presets.resolve(preset)

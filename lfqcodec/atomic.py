@@ -37,15 +37,20 @@ _CREATE_FLAGS = (
 )  # fmt: skip
 
 
-def check_destination(dst: str | os.PathLike, overwrite: bool, sources: tuple[str | os.PathLike, ...] = ()) -> Path:
+def check_destination(dst: str | os.PathLike, overwrite: bool, sources: tuple[str | os.PathLike, ...] = (),
+                      suffix: str | None = None) -> Path:  # fmt: skip
     """Refuse to clobber an existing file (unless ``overwrite``), to write over an input, or to
     replace something that is not a regular file (a folder, ``/dev/null``, a FIFO): the rename
-    would swap a device node for a plain file."""
+    would swap a device node for a plain file. With ``suffix`` (e.g. ``".lfq"``), the name must
+    end in it, so that an output says what it holds."""
     dst = Path(dst)
     if dst.is_dir():
         raise LfqError(f"output {dst} is a directory")
     if dst.exists() and not dst.is_file():
         raise LfqError(f"output {dst} is not a regular file (outputs are written beside it, then renamed over it)")
+    if suffix is not None and dst.suffix.lower() != suffix:
+        raise LfqError(f"output {dst} would hold {suffix} data under another extension: name it "
+                       f"{dst.with_suffix(suffix).name}")  # fmt: skip
     for src in sources:
         if dst.exists() and Path(src).exists() and os.path.samefile(src, dst):
             raise LfqError(f"output {dst} is the same file as the input")

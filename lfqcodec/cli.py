@@ -1,7 +1,8 @@
 """The ``lfqcodec`` command: a thin Click layer over :mod:`lfqcodec.api`.
 
-Errors the user can act on are printed as one line (``lfqcodec: error: ...``) with exit status 1;
-Ctrl-C exits with 130. Set ``LFQCODEC_DEBUG=1`` to see tracebacks of unexpected failures.
+Errors the user can act on, bad option values and unknown options included, are printed as one line
+(``lfqcodec: error: ...``) with exit status 1 (:mod:`lfqcodec.cli_common`); Ctrl-C exits with 130.
+Set ``LFQCODEC_DEBUG=1`` to see tracebacks of unexpected failures.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import click
 
 from . import api
-from .atomic import atomic_write_text
-from .cli_common import device_option, handle_errors, quiet_option
+from .cli_bench import bench
+from .cli_common import OneLineErrorGroup, QualityOption, device_option, handle_errors, quiet_option
 from .cli_train import calibrate_int8, train, train_entropy
 from .errors import LfqError
 
@@ -52,18 +53,13 @@ def _parse_size(ctx, param, value: str) -> int:
 
 
 max_pixels_option = click.option(
-    "--max-pixels", type=click.IntRange(1), default=None,
-    help="Refuse files whose frames have more pixels than this (width x height), before any work.",
-)  # fmt: skip
-
-decoding_max_pixels_option = click.option(
     "--max-pixels", type=click.IntRange(0), default=None, metavar="N",
     help="Refuse files whose frames have more pixels than this (width x height) before any work; 0 = no "
          "limit [default: 3840x2160 = 8294400; decoding time grows with the frame size].",
 )  # fmt: skip
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=OneLineErrorGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="lfqcodec")
 def main() -> None:
     """A video codec built on a causal LFQ tokenizer (MAGVIT-v2 style)."""
@@ -77,7 +73,7 @@ def _terminated(signum, frame) -> None:
     raise SystemExit(128 + signum)
 
 
-overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
+overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace DST if it exists.")
 precision_option = click.option(
     "--precision", type=click.Choice(["auto", "bf16", "fp32", "int8"]), default="auto", show_default=True,
     help="Number format of the network; auto = int8 on CPUs with VNNI/AMX (calibrated models), else bf16 "
@@ -89,13 +85,26 @@ window_option = click.option(
     "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
     help="Latent frames coded per step (memory vs. speed; the same bits, decoded pixels within 1).",
 )  # fmt: skip
+decode_window_option = click.option(
+    "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
+    help="Latent frames (4 frames each) decoded per step: memory vs. speed; pixels within 1 of any other window.",
+)  # fmt: skip
+decode_device_option = click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+    help="Where the network runs; auto picks CUDA when present. A file made on either decodes on either (pixels "
+         "may differ by rounding).",
+)  # fmt: skip
+quality_option = click.option(
+    "--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, cls=QualityOption,
+    help="Operating point: bits kept per token{bits}; recorded in the file, decoding needs no flag.",
+)  # fmt: skip
 
 
 @main.command()
 @click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
-@click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
+@quality_option
 @click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True,
               help="Most frames per independently decodable chunk (1 + 4k).")  # fmt: skip
 @click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
@@ -108,8 +117,12 @@ window_option = click.option(
               help="Speed against quality at the same rate (x265's names): fast = bigger encoder steps; slow and "
                    "veryslow fit a decoder update to the clip and search the bits, each only where it pays for its "
                    "bytes (recorded in the file; decoding needs no flag).")  # fmt: skip
-@click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True)
-@click.option("--frames", "max_frames", type=click.IntRange(1), default=None, help="Encode at most this many frames.")
+@click.option("--zstd-level", type=click.IntRange(1, 22), default=api.DEFAULT_ZSTD_LEVEL, show_default=True,
+              help="zstd level (1-22) of the chunks kept as zstd bit planes (those the context coder does not make "
+                   "smaller, and every chunk without an entropy model); higher: smaller, slower to encode; --preset "
+                   "fast sets 9.")  # fmt: skip
+@click.option("--frames", "max_frames", type=click.IntRange(1), default=None,
+              help="Encode the first N frames only [default: all].")
 @device_option
 @precision_option
 @window_option
@@ -143,24 +156,26 @@ def encode(src, dst, model, quality, gop, scenecut, search_steps, preset, zstd_l
 @click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--start", type=click.IntRange(0), default=0, show_default=True, help="First frame to decode.")
-@click.option("--frames", type=click.IntRange(1), default=None, help="Number of frames to decode [default: all].")
+@click.option("--frames", type=click.IntRange(1), default=None,
+              help="Number of frames to write from --start [default: to the end; 1 for a .png].")
 @click.option("--model", default=None, help="Model to use instead of the installed one the file names.")
 @click.option("--salvage", is_flag=True,
               help="Decode every intact chunk of a damaged file; lost frames repeat the last good one.")  # fmt: skip
-@decoding_max_pixels_option
+@max_pixels_option
 @click.option("--max-memory", default="1800M", show_default=True, metavar="SIZE", callback=_parse_size,
               help="Peak memory of the process (K/M/G suffixes; 0 = no limit). Frames too large for it are decoded "
                    "in tiles, with the same pixels, more slowly.")  # fmt: skip
-@device_option
+@decode_device_option
 @precision_option
-@window_option
+@decode_window_option
 @overwrite_option
 @quiet_option
 @verbose_option
 @handle_errors
 def decode(src, dst, start, frames, model, salvage, max_pixels, max_memory, device, precision, window, overwrite,
            quiet, verbose):  # fmt: skip
-    """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m or .png (one frame)."""
+    """Decode SRC (.lfq) to DST: .mkv (lossless FFV1), .mp4/.mov (H.264), .y4m, or .png (one frame: the one at
+    --start)."""
     report = api.decode_file(
         src, dst, device=device, start=start, frames=frames, model=model, window=window,
         overwrite=overwrite, progress=not quiet, salvage=salvage, precision=precision, max_memory=max_memory,
@@ -182,12 +197,13 @@ def decode(src, dst, start, frames, model, salvage, max_pixels, max_memory, devi
 @main.command()
 @click.argument("src", type=INPUT_PATH)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@max_pixels_option
+@click.option("--max-pixels", type=click.IntRange(0), default=0, show_default=True, metavar="N",
+              help="Refuse files whose frames have more pixels than this (width x height); 0 = no limit.")  # fmt: skip
 @handle_errors
 def info(src, as_json, max_pixels):
     """Show the header, model, bitrate and chunk table of SRC (.lfq)."""
     data = api.read_info(src)
-    if max_pixels is not None and data["width"] * data["height"] > max_pixels:
+    if max_pixels and data["width"] * data["height"] > max_pixels:
         raise LfqError(f"frame size {data['width']}x{data['height']} exceeds --max-pixels {max_pixels}")
     if as_json:
         click.echo(json.dumps(data, indent=2))
@@ -228,7 +244,7 @@ def info(src, as_json, max_pixels):
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
-@decoding_max_pixels_option
+@max_pixels_option
 @overwrite_option
 @handle_errors
 def tokens(src, dst, sub_bits, max_pixels, overwrite):
@@ -245,7 +261,7 @@ def tokens(src, dst, sub_bits, max_pixels, overwrite):
 @click.option("--out", required=True, type=click.Path(path_type=Path),
               help="Output folder: Parquet shards + manifest.json.")
 @click.option("--model", default=None, help="Model name in models/ or a .safetensors path [default: lfq-base].")
-@click.option("--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, help="Operating point.")
+@quality_option
 @click.option("--clip-frames", type=click.IntRange(1), default=None,
               help="One row per window of this many frames, each coded on its own (1 + 4k, e.g. 33, gives whole "
                    "latent frames) [default: one row per clip].")  # fmt: skip
@@ -294,61 +310,6 @@ def tokenize(inputs, out, model, quality, clip_frames, sub_bits, gop, scenecut, 
         )
 
 
-@main.command()
-@click.argument("videos", nargs=-1, required=True, type=INPUT_PATH)
-@click.option("--frames", type=click.IntRange(1), default=33, show_default=True, help="Frames of each clip to code.")
-@click.option("--codecs", default="x265", show_default=True, help="Reference codecs: any of x265,x264,svtav1.")
-@click.option("--model", default=None, help="lfqcodec model [default: lfq-base].")
-@click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True, help="Chunk / keyframe interval for all codecs.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None, help="Write all numbers here.")
-@click.option("--plot", "plot_path", type=click.Path(path_type=Path), default=None, help="Write the RD plot (PNG) here.")
-@click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
-              help="lfqcodec's encoder-side bit search steps (as in encode --search).")  # fmt: skip
-@click.option("--frames-png", "frames_png", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Write one picture per clip here (CLIP.png): a crop of one frame with motion, source / lfqcodec / "
-                   "x265 at about the same bits per pixel, side by side.")  # fmt: skip
-@quiet_option
-@handle_errors
-def bench(videos, frames, codecs, model, gop, json_path, plot_path, search_steps, frames_png, quiet):
-    """Rate-distortion (PSNR, MS-SSIM, VMAF) and speed of lfqcodec against HEVC (x265) and others, on the same frames."""
-    import importlib.util
-
-    needed = ("bjontegaard", "matplotlib", "imageio_ffmpeg")
-    missing = [name.replace("_", "-") for name in needed if importlib.util.find_spec(name) is None]
-    if missing:
-        raise LfqError(f"lfqcodec bench needs the bench extra ({missing[0]} is missing): pip install 'lfqcodec[bench]'")
-    from . import bench as bench_module
-    for video in videos:
-        if not Path(video).is_file():
-            raise LfqError(f"no such file: {video}")
-    bench_module.check_outputs(json_path, plot_path)  # before minutes of encoding, not after
-    if frames_png is not None:
-        if not frames_png.parent.is_dir():
-            raise LfqError(f"output folder {frames_png.parent} does not exist")
-        frames_png.mkdir(exist_ok=True)
-    codec_list = [c.strip() for c in codecs.split(",") if c.strip()]
-    if not quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(desc="bench", unit="run", leave=False, dynamic_ncols=True)
-        say = lambda message: (bar.set_postfix_str(message), bar.update(1))
-    else:
-        bar, say = None, None
-    record = bench_module.run_bench(list(videos), frames, codec_list, model, gop, progress=say, search_steps=search_steps,
-                                     frames_png=frames_png)  # fmt: skip
-    record["command"] = "lfqcodec " + " ".join(sys.argv[1:])
-    if bar is not None:
-        bar.close()
-    click.echo(bench_module.format_table(record))
-    from .atomic import atomic_output
-
-    if json_path:
-        atomic_write_text(json_path, json.dumps(record, indent=2) + "\n")
-    if plot_path:
-        with atomic_output(plot_path) as tmp:
-            bench_module.plot(record, tmp)
-
-
 def _warn_above_bar(message: str) -> None:
     from tqdm import tqdm
 
@@ -373,6 +334,7 @@ def _command_line(ctx: click.Context) -> str:
     return shlex.join(words)
 
 
+main.add_command(bench)
 main.add_command(train)
 main.add_command(train_entropy)
 main.add_command(calibrate_int8)

@@ -173,7 +173,7 @@ class LfqReader:
             self.chunks = self._read_index()
         except FormatError as exc:
             if not salvage:
-                raise
+                raise FormatError(f"{exc}; lfqcodec decode --salvage decodes the intact chunks") from None
             self.index_damage = str(exc)
             self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size)
         self.updates = [e for e in self.others if e.type == TYPE_UPDATE]

@@ -62,12 +62,13 @@ VIDEO_SUFFIXES = {".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".y4m", ".mpg
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 
 
-def _arrow():
+def arrow():
+    """``pyarrow`` and ``pyarrow.parquet``: an optional dependency (the ``scale`` extra), needed only here."""
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
-    except ImportError:  # pragma: no cover - pyarrow is a core dependency
-        raise LfqError("lfqcodec tokenize needs pyarrow: pip install pyarrow") from None
+    except ImportError:
+        raise LfqError("lfqcodec tokenize needs the scale extra (pyarrow is missing): pip install 'lfqcodec[scale]'") from None
     return pa, pq
 
 
@@ -134,7 +135,7 @@ def shard_path(out: Path, index: int) -> Path:
 
 
 def _schema(sub_tokens: bool):
-    pa, _ = _arrow()
+    pa, _ = arrow()
     fields = [
         ("source", pa.string()), ("window", pa.int32()), ("start_frame", pa.int64()), ("frame_count", pa.int32()),
         ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("grid_t", pa.int32()),
@@ -153,7 +154,7 @@ def _schema(sub_tokens: bool):
 def rows_to_table(rows: list[dict], sub_tokens: bool, meta: dict):
     """Rows (dicts with the columns above; list columns as 1-D numpy arrays) -> an Arrow table
     carrying ``meta`` (JSON) in its schema metadata."""
-    pa, _ = _arrow()
+    pa, _ = arrow()
     schema = _schema(sub_tokens).with_metadata({META_KEY: json.dumps(meta, sort_keys=True).encode()})
     columns = {}
     for field in schema:
@@ -169,7 +170,7 @@ def _list_array(values: list, list_type):
     """1-D numpy arrays -> an Arrow list array, without a Python loop over the elements."""
     import numpy as np
 
-    pa, _ = _arrow()
+    pa, _ = arrow()
     item = np.int32 if list_type.value_type == pa.int32() else np.int64
     lengths = np.array([len(v) for v in values], dtype=np.int64)
     if lengths.sum() >= 2**31:
@@ -182,7 +183,7 @@ def _list_array(values: list, list_type):
 def write_shard(path: Path, table) -> None:
     """Write a shard under a temporary name and rename it: a crash never leaves a half-written shard.
     Zstandard-compressed with page checksums (checked when a rerun validates the shard)."""
-    _, pq = _arrow()
+    _, pq = arrow()
     with atomic_output(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", write_page_checksum=True)
 
@@ -190,7 +191,7 @@ def write_shard(path: Path, table) -> None:
 def read_shard_meta(path: Path, expected_fingerprint: str) -> dict | None:
     """The shard's metadata if ``path`` is a complete, readable shard made with ``expected_fingerprint``;
     ``None`` if it is missing, damaged, truncated or from other settings (it is then made again)."""
-    _, pq = _arrow()
+    _, pq = arrow()
     if not path.is_file():
         return None
     try:

@@ -212,7 +212,8 @@ def decode_frames(
                         lost.append((max(first, start), min(first + count, end) - 1))
                     blocks = [np.broadcast_to(previous, (count, *previous.shape))]
                 at = first
-                with contextlib.closing(iter(blocks)) as decoded:
+                decoded = iter(blocks)
+                with contextlib.closing(decoded) if hasattr(decoded, "close") else contextlib.nullcontext():
                     for block in decoded:  # causal: blocks before ``start`` are decoded, none after ``end``
                         lo, hi = max(start - at, 0), min(end - at, len(block))
                         if hi > lo:
@@ -260,7 +261,8 @@ def decode_file(
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> DecodeReport:
     """Decode ``src`` (``.lfq``) to ``dst``; the format follows ``dst``'s extension. ``start`` and
-    ``frames`` select a frame range (only the chunks holding it are decoded). ``precision``: see
+    ``frames`` select a frame range (only the chunks holding it are decoded); a ``.png`` holds one
+    frame, so without ``frames`` it is the one at ``start``. ``precision``: see
     :mod:`lfqcodec.inference`; ``pipeline`` writes frames in a background thread
     (:mod:`lfqcodec.pipeline`; same output)."""
     import itertools
@@ -278,10 +280,12 @@ def decode_file(
     with handle:
         h = reader.header
     check_size(h, max_pixels)
+    if suffix == ".png" and frames is None:
+        frames = 1
     count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
-    if suffix == ".png" and count != 1:
+    if suffix == ".png" and count > 1:
         raise LfqError(
-            f"a .png output holds one frame but {count} were asked for (use --frames 1 or a video extension)"
+            f"a .png output holds one frame but {count} were asked for (leave out --frames, or use a video extension)"
         )
     lost: list[tuple[int, int]] = []
     lost_updates: list[tuple[int, int, int]] = []

@@ -150,7 +150,7 @@ def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int 
                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[tuple[int, ...], int]:  # fmt: skip
     """Write the arrays of :func:`read_tokens` to an ``.npz`` file, streaming: memory is a latent
     frame, whatever the file's length. Returns the indices' shape and bits per token."""
-    dst = check_destination(dst, overwrite, (src,))
+    dst = check_destination(dst, overwrite, (src,), suffix=".npz")
     meta, starts, total, bits = _plan(src, sub_bits, max_pixels)
     reader, handle = open_reader(src)
     with handle:

@@ -102,6 +102,7 @@ def tokenize_dataset(
     Each clip that cannot be read is reported through ``warn`` (default: above the progress bar, or
     the ``lfqcodec.tokenize`` logger without one) and listed in the manifest."""
     started = time.time()
+    ds.arrow()  # a missing optional dependency is reported before any work
     if threads is not None and threads < 1 or workers is not None and workers < 1:
         raise LfqError("--workers and --threads must be >= 1")
     settings = TokenSettings(str(model) if model is not None else None, quality, gop, scenecut, search_steps,

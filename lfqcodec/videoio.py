@@ -66,6 +66,17 @@ def _colour_tags(codec_context) -> dict[str, str]:
     return tags
 
 
+def _is_lfq(path: Path) -> bool:
+    """Whether ``path`` starts with the ``.lfq`` magic bytes (an unreadable file is left to FFmpeg to report)."""
+    from .header import MAGIC
+
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(len(MAGIC)) == MAGIC
+    except OSError:
+        return False
+
+
 @dataclass
 class SourceInfo:
     width: int
@@ -85,6 +96,8 @@ class VideoSource:
             raise LfqError(f"{self.path} is a directory, not a video")
         if not self.path.exists():
             raise LfqError(f"no such file: {self.path}")
+        if _is_lfq(self.path):
+            raise LfqError(f"{self.path} is an .lfq file, already encoded: use lfqcodec decode to turn it back into video")
         try:
             self.container = av.open(str(self.path))
         except (av.error.FFmpegError, OSError, UnicodeDecodeError) as exc:

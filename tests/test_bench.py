@@ -8,6 +8,7 @@ from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
 from lfqcodec.bench import RdPoint, bd_rate, quality_metrics
+from lfqcodec.bench_report import format_bd
 from lfqcodec.cli import main
 from lfqcodec.metrics import ms_ssim, psnr
 
@@ -82,3 +83,40 @@ def test_bd_rate_leaves_out_points_no_better_than_cheaper_ones():
     result = bd_rate(anchor, test, "vmaf")
     assert result["bd_rate_percent"] is not None and "1 point(s) left out" in result["note"]
     assert bd_rate(anchor, _curve("lfqcodec", [0.06, 0.12], [25.0, 25.0]), "vmaf")["bd_rate_percent"] is None
+
+
+def test_bd_rate_over_a_sliver_of_overlap_is_marked_not_meaningful():
+    anchor = _curve("x265", [0.05, 0.1, 0.2, 0.4], [20.0, 25.0, 30.0, 35.0])  # 20..35
+    wide = bd_rate(anchor, _curve("lfqcodec", [0.04, 0.08, 0.16], [22.0, 28.0, 33.0]), "psnr_rgb")
+    assert wide["meaningful"] and wide["overlap_share"]["test"] == pytest.approx(1.0)
+    sliver = bd_rate(anchor, _curve("lfqcodec", [0.01, 0.02, 0.03], [10.0, 15.0, 21.0]), "psnr_rgb")
+    assert sliver["overlap"] == [20.0, 21.0] and not sliver["meaningful"]
+    assert sliver["overlap_share"] == pytest.approx({"anchor": 1 / 15, "test": 1 / 11})
+    shown = format_bd("psnr_rgb", sliver)
+    assert "7% of x265's range, 9% of lfqcodec's" in shown and "not meaningful" in shown
+    assert "not meaningful" not in format_bd("psnr_rgb", wide)
+
+
+def test_bench_presets_and_qualities(tmp_path, tiny_model, monkeypatch):
+    """--preset (several: a curve each) and --quality (a subset); the slow preset with the fitting cut short
+    (the bench's own processes run the preset this one resolved); memory is each run's own process's peak."""
+    from test_preset import TINY_SLOW
+
+    from lfqcodec import preset as presets
+
+    monkeypatch.setitem(presets.PRESETS, "slow", TINY_SLOW)
+    clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 64, 64))
+    result = CliRunner().invoke(main, ["bench", str(clip), "--frames", "5", "--gop", "5", "--model", str(tiny_model),
+                                       "--preset", "medium,slow", "--quality", "high", "--quality", "low",
+                                       "--json", str(tmp_path / "r.json"), "-q"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "r.json").read_text())
+    ours = [(p["preset"], p["setting"]) for p in record["points"] if p["codec"] == "lfqcodec"]
+    assert ours == [("medium", "low"), ("medium", "high"), ("slow", "low"), ("slow", "high")]
+    assert record["settings"]["lfqcodec_presets"] == ["medium", "slow"]
+    assert record["settings"]["lfqcodec_qualities"] == ["low", "high"]
+    assert list(record["bd_rate_vs_x265"]) == ["clip.mkv", "clip.mkv (preset slow)"]
+    assert "BD-rate of lfqcodec vs x265 on clip.mkv (preset slow)" in result.output
+    assert "slow high" in result.output and "peak resident memory (RSS) of a fresh process" in result.output
+    peaks = [p[key] for p in record["points"] for key in ("encode_peak_mib", "decode_peak_mib")]
+    assert all(peak > 20 for peak in peaks), peaks  # a whole process each: never the 0 of a rise measured late

@@ -90,8 +90,34 @@ def test_decode_range_and_png(tmp_path, odd_clip, tiny_model):
     assert len(part) == 3 and all(np.array_equal(x, y) for x, y in zip(part, full[4:7]))
     png, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "f7.png", "--start", "7", "--frames", "1"))
     assert np.array_equal(png[0], full[7])
-    result = run("decode", lfq, tmp_path / "many.png", "--model", tiny_model, "-q")
-    assert result.exit_code == 1 and "one frame" in result.output
+    result = run("decode", lfq, tmp_path / "many.png", "--model", tiny_model, "-q", "--frames", "3")
+    assert result.exit_code == 1 and "one frame" in result.output and not (tmp_path / "many.png").exists()
+
+
+def test_png_without_frames_is_the_frame_at_start(tmp_path, odd_clip, tiny_model):
+    lfq = tmp_path / "odd.lfq"
+    run("encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "-q")
+    full, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, "all.mkv"))
+    for start, name in ((None, "first.png"), ("6", "f6.png")):
+        png, _ = read_frames(_decoded(tmp_path, lfq, tiny_model, name, *(["--start", start] if start else [])))
+        assert len(png) == 1 and np.array_equal(png[0], full[int(start or 0)])
+
+
+def test_progress_total_is_what_will_be_coded(tmp_path, tiny_model, monkeypatch):
+    """The bar counts the frames that will be encoded: --frames N of a longer source, the source's count
+    when --frames is larger, and N where the container does not say how many frames it holds."""
+    from lfqcodec import api
+
+    totals = []
+    real = api._progress
+    monkeypatch.setattr(api, "_progress", lambda total, desc, enabled: (totals.append(total), real(total, desc, enabled))[1])
+    mp4 = write_clip(tmp_path / "src.mp4", moving_pattern(13, 24, 32), codec="libx264")  # mp4 states its frame count
+    mkv = write_clip(tmp_path / "src.mkv", moving_pattern(13, 24, 32))  # this mkv does not
+    for src, frames, want in ((mp4, "5", 5), (mp4, "40", 13), (mkv, "5", 5)):
+        totals.clear()
+        result = run("encode", src, tmp_path / "o.lfq", "--model", tiny_model, "--frames", frames, "-y")
+        assert result.exit_code == 0, result.output
+        assert totals == [want], (src.name, frames, totals)
 
 
 def _decoded(tmp_path, lfq, model, name, *extra):
@@ -343,3 +369,20 @@ def test_colour_tags_stored_only_when_set(tmp_path, tiny_model):
         stored = {k: v for k, v in meta.items() if k.startswith("source_color")}
         assert stored == {f"source_{name}": str(value) for name, value in tags.items()}
         assert "source_rotation" not in meta and "conversion" not in meta
+
+
+def test_help_texts_say_what_the_options_do():
+    import re
+
+    from lfqcodec.checkpoint import load_model
+
+    helps = {name: " ".join(run(name, "--help").output.split()) for name in ("encode", "decode", "tokens")}
+    bits = load_model().config.quality_bits  # the shipped model's config, whatever its numbers
+    assert ", ".join(f"{q} {bits[q]}" for q in ("low", "medium", "high")) in helps["encode"]
+    assert all("Replace DST if it exists" in text for text in helps.values())
+    assert "zstd level (1-22)" in helps["encode"] and "Encode the first N frames only" in helps["encode"]
+    device = re.search(r"--device \[auto\|cpu\|cuda\] (.*?) --precision", helps["decode"]).group(1)
+    window = re.search(r"--window INTEGER RANGE (.*?) -y", helps["decode"]).group(1)
+    assert "decodes" in device and "bits" not in device and "decoded" in window and "bits" not in window
+    quiet = re.search(r"-q, --quiet (.*?) -v,", helps["decode"]).group(1)
+    assert quiet.startswith("No progress bar or summary line") and "ffmpeg" not in quiet.lower()

@@ -1,11 +1,14 @@
-"""Bad input on the command line: one line ``lfqcodec: error: ...``, exit status 1, no output left."""
+"""Bad input on the command line, bad option values included: one line ``lfqcodec: error: ...``, exit status 1,
+no output left."""
 
 from __future__ import annotations
 
 import os
 import stat
+import sys
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
@@ -127,3 +130,89 @@ def test_train_bad_folders_data_and_state(tmp_path, tiny_model):
     (tmp_path / "run3").mkdir()
     (tmp_path / "run3" / "state.pt").write_bytes(b"not a state")
     fails("train", "--data", data, "--out", tmp_path / "run3", *common, message="cannot resume")
+
+
+def _commands_with_arguments():
+    """Every subcommand with arguments it can take: the required arguments as placeholders."""
+    for name, command in sorted(main.commands.items()):
+        required = [p for p in command.params if isinstance(p, click.Argument) and p.required]
+        yield name, command, ["placeholder"] * len(required)
+
+
+def test_usage_errors_are_one_line_in_every_command():
+    """Click's three-line usage block with exit status 2 is one line and status 1, in every subcommand
+    (an unknown option, a missing argument) and in the group itself."""
+    for name, command, arguments in _commands_with_arguments():
+        fails(name, *arguments, "--no-such-option", message="no such option")
+        if arguments:
+            missing = [p for p in command.params if isinstance(p, click.Argument) and p.required][-1]
+            fails(name, *arguments[:-1], message=f"missing argument '{missing.human_readable_name}")
+        required = [p for p in command.params if isinstance(p, click.Option) and p.required]
+        if required:
+            fails(name, *arguments, message=f"missing option '{required[0].opts[-1]}'")
+    fails("--no-such-option", message="no such option")
+    fails("no-such-command", message="no such command")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["encode", "a.mp4", "b.lfq", "--frames", "0"], "invalid value for '--frames'"),
+    (["encode", "a.mp4", "b.lfq", "--quality", "ultra"], "'ultra' is not one of"),
+    (["encode", "a.mp4"], "missing argument 'DST'"),
+    (["decode", "a.lfq", "b.mkv", "--frames", "0"], "invalid value for '--frames'"),
+    (["decode", "a.lfq", "b.mkv", "--max-memory", "lots"], "--max-memory"),
+    (["info", "a.lfq", "--max-pixels", "-1"], "--max-pixels"),
+    (["tokens", "a.lfq", "b.npz", "--sub-bits", "0"], "--sub-bits"),
+    (["tokenize", "a.mp4", "--out", "o", "--quality", "ultra"], "'ultra' is not one of"),
+    (["bench", "a.mp4", "--preset", "placebo"], "'placebo' is not one of"),
+    (["bench", "a.mp4", "--quality", "medium,ultra"], "'ultra' is not one of"),
+    (["train", "--encoder-blocks", "x"], "--encoder-blocks"),
+])  # fmt: skip
+def test_bad_option_values_are_one_line(args, message):
+    assert fails(*args, message=message).endswith(f"(see main {args[0]} --help)")
+
+
+def test_a_command_added_later_gets_one_line_usage_errors(monkeypatch):
+    @click.command("probe")
+    @click.option("--count", type=click.IntRange(1), default=1)
+    def probe(count):
+        click.echo(f"count {count}")
+
+    monkeypatch.setitem(main.commands, "probe", probe)
+    fails("probe", "--count", "0", message="invalid value for '--count'")
+    assert CliRunner().invoke(main, ["probe", "--count", "2"]).output == "count 2\n"
+
+
+def test_outputs_must_say_what_they_hold(tmp_path, odd_clip, encoded, tiny_model):
+    fails("encode", odd_clip, tmp_path / "x.mp4", "--model", tiny_model, "-q", message="name it x.lfq")
+    fails("tokens", encoded, tmp_path / "tok.csv", message="name it tok.npz")
+    fails("encode", odd_clip, tmp_path / "noext", "--model", tiny_model, "-q", message="name it noext.lfq")
+    assert list(tmp_path.iterdir()) == []
+    result = CliRunner().invoke(main, ["encode", str(odd_clip), str(tmp_path / "UPPER.LFQ"), "--model", str(tiny_model), "-q"])
+    assert result.exit_code == 0, result.output
+
+
+def test_an_lfq_given_to_encode_points_to_decode(tmp_path, encoded, tiny_model):
+    copy = tmp_path / "named.mp4"  # the contents say what it is, whatever the name
+    copy.write_bytes(encoded.read_bytes())
+    for src in (encoded, copy):
+        fails("encode", src, tmp_path / "again.lfq", "--model", tiny_model, "-q", message="use lfqcodec decode")
+
+
+def test_a_damaged_index_names_salvage(tmp_path, encoded, tiny_model):
+    truncated = tmp_path / "truncated.lfq"
+    truncated.write_bytes(encoded.read_bytes()[:-5])
+    for command in (["decode", truncated, tmp_path / "out.mkv", "--model", tiny_model, "-q"], ["info", truncated]):
+        output = fails(*command, message="trailer not found")
+        assert "--salvage" in output
+
+
+def test_info_max_pixels_zero_is_no_limit(encoded):
+    assert CliRunner().invoke(main, ["info", str(encoded), "--max-pixels", "0"]).exit_code == 0
+    fails("info", encoded, "--max-pixels", "100", message="exceeds --max-pixels 100")
+
+
+def test_tokenize_without_pyarrow_names_the_extra(tmp_path, odd_clip, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # `import pyarrow` raises ImportError
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    fails("tokenize", odd_clip, "--out", tmp_path / "tokens", message="pip install 'lfqcodec[scale]'")
+    assert not (tmp_path / "tokens").exists()

@@ -79,14 +79,31 @@ def residual_config(cfg: TokenizerConfig, residual_bits: int, residual_blocks: i
     return dataclasses.replace(grown, quality_bits=levels)
 
 
-def prepare_residual(tokenizer: TokenizerNet) -> None:
+RESIDUAL_START = 0.25  # d of the starting point sign * (1 + d * magnitude): +0.3-0.5 dB untrained on the selection clips
+
+
+def prepare_residual(tokenizer: TokenizerNet, start: float = RESIDUAL_START) -> None:
     """After a warm start from a sign-only model: the decoder's input weights for the channels that now
-    carry residual bits (they read the old model's last sign bits) are zeroed, so those channels reach
-    the decoder only through its residual reader, and every sign level decodes as before."""
+    carry residual bits (they read the old model's last sign bits) become ``start`` times those of their
+    sign channels, so the decoder starts by reading a residual channel ``sign * magnitude`` as the 4-level
+    value ``sign * (1 + start * magnitude)``. Sign levels feed those channels zeros, so every sign level
+    decodes exactly as before; ``start = 0`` makes the residual levels decode as the top sign level."""
     import torch
 
+    s, r = tokenizer.cfg.sign_bits, tokenizer.cfg.residual_bits
     with torch.no_grad():
-        tokenizer.decoder.inp.conv.weight[:, tokenizer.cfg.sign_bits :] = 0
+        weight = tokenizer.decoder.inp.conv.weight
+        weight[:, s : s + r] = start * weight[:, :r]
+
+
+def residual_input_mask(tokenizer: TokenizerNet):
+    """1 for the decoder input weights that read residual channels (trainable with ``--train-only
+    residual``), 0 for those that read sign channels (a gradient hook keeps them exactly)."""
+    import torch
+
+    mask = torch.zeros_like(tokenizer.decoder.inp.conv.weight)
+    mask[:, tokenizer.cfg.sign_bits :] = 1
+    return mask
 
 
 def calibrate_thresholds(tokenizer: TokenizerNet, videos, beyond: float = 1 / 3) -> list[float]:

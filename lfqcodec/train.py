@@ -44,7 +44,7 @@ from .inference import native_bf16
 from .metrics import ssim
 from .distill import distillation_loss, searched_bits
 from .quantizer import bit_correlation
-from .surgery import calibrate_thresholds, drop_decoder_block, prepare_residual
+from .surgery import calibrate_thresholds, drop_decoder_block, prepare_residual, residual_input_mask
 from .validation import load_validation, validate
 from .tokenizer import TokenizerNet
 
@@ -207,6 +207,10 @@ def freeze_for(tokenizer: TokenizerNet, cfg: TrainConfig) -> None:
             raise LfqError("--train-only residual needs a model with residual bits (--residual-bits)")
         tokenizer.requires_grad_(False)
         tokenizer.decoder.residual.requires_grad_(True)
+        weight = tokenizer.decoder.inp.conv.weight  # its residual columns learn; a hook keeps the sign columns
+        weight.requires_grad_(True)
+        mask = residual_input_mask(tokenizer)
+        weight.register_hook(lambda grad: grad * mask.to(grad.device))
     if cfg.freeze_decoder:
         tokenizer.decoder.requires_grad_(False)
     if cfg.freeze_encoder:
@@ -294,9 +298,10 @@ def train(
     freeze_for(tokenizer, train_cfg)
     model = torch.nn.parallel.DistributedDataParallel(tokenizer) if distributed else tokenizer
     decay, no_decay = [], []
+    partial = tokenizer.decoder.inp.conv.weight if train_cfg.train_only == "residual" else None
     for p in tokenizer.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
+        if p.requires_grad:  # no decay where part of a tensor must stay as it is
+            (no_decay if p.ndim <= 1 or p is partial else decay).append(p)
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": train_cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=train_cfg.lr,

@@ -62,7 +62,12 @@ def test_warm_start_keeps_sign_tokens_and_pictures_exactly():
     assert 0.1 < share < 0.6  # residual bits: about a third beyond their thresholds
     for keep in (3, 6):
         assert torch.equal(source.decode(old[:, :keep]), grown.decode(new[:, :keep]))
-    # at step 0 the top level decodes as medium (the reader's last convolution starts at zero)
+    # at step 0 the top level decodes as the 4-level values sign * (1 + 0.25 magnitude) (the reader's
+    # last convolution starts at zero), and with a start of 0 as medium
+    codes = torch.where(new[:, :6], 1.0, -1.0) * (1 + 0.25 * torch.where(new[:, 6:], 1.0, -1.0))
+    as_values = grown.decoder(torch.cat([codes, torch.zeros_like(codes)], dim=1))
+    assert torch.allclose(grown.decode(new), as_values, atol=1e-4)  # the same sums in another order
+    prepare_residual(grown, start=0.0)
     assert torch.allclose(grown.decode(new), grown.decode(new[:, :6]), atol=1e-6)
 
 
@@ -138,7 +143,9 @@ def test_training_the_reader_alone_keeps_every_other_tensor(tmp_path, tiny_model
         expected = value.float()
         if name == "decoder.inp.conv.weight":
             expected = expected.clone()
-            expected[:, 6:] = 0  # the channels that now carry residual bits reach the decoder through the reader
+            assert torch.equal(trained[name][:, :6], expected[:, :6])  # the sign columns stay exactly
+            assert not torch.equal(trained[name][:, 6:], 0.25 * expected[:, :6])  # the residual columns learn
+            continue
         assert torch.equal(trained[name], expected), name
     assert trained["quantizer.thresholds"].min() > 0
     assert not all(torch.equal(trained[n], torch.zeros_like(trained[n])) for n in trained if ".residual.out." in n)

@@ -16,6 +16,7 @@ import click
 from . import api
 from .atomic import atomic_write_text
 from .cli_common import device_option, handle_errors, quiet_option
+from .cli_tokens import detokenize
 from .cli_train import calibrate_int8, train, train_entropy
 from .errors import LfqError
 
@@ -376,6 +377,7 @@ def _command_line(ctx: click.Context) -> str:
 main.add_command(train)
 main.add_command(train_entropy)
 main.add_command(calibrate_int8)
+main.add_command(detokenize)
 
 
 if __name__ == "__main__":

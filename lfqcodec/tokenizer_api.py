@@ -75,7 +75,7 @@ def check_index_frame(frame: np.ndarray, bits: int, grid: tuple[int, int], what:
     if frame.size and (frame.min() < 0 or frame.max() >= 1 << bits):
         bad = frame.min() if frame.min() < 0 else frame.max()
         raise LfqError(f"{what} hold {bad}, outside [0, 2^{bits}) for {bits}-bit tokens")
-    return frame.astype(np.int64, copy=False)
+    return frame.astype(np.int64)  # a copy: frames read from files are read-only
 
 
 class Tokenizer:

@@ -23,6 +23,9 @@ import numpy as np
 from .errors import LfqError
 
 NPZ_FORMAT = "lfqcodec-tokens-v2"  # lfqcodec.fileinfo.TOKENS_FORMAT (not imported: it pulls in the container)
+_METADATA = {"format", "bits", "sub_bits", "width", "height", "fps", "frame_count", "gop", "chunk_frames",
+             "chunk_starts", "model_id", "model_name", "quality", "temporal_factor", "spatial_factor", "model_bits",
+             "decoder_updates"}  # the members read besides the indices; others are left alone  # fmt: skip
 
 
 @dataclass
@@ -84,7 +87,9 @@ def read_npz(path: Path) -> TokenInput:
         raise LfqError(f"cannot read {path} as an .npz file: {getattr(exc, 'strerror', None) or exc}") from None
     with archive:
         names = {n.removesuffix(".npy") for n in archive.namelist()}
-        small = {n: _small(archive, n, src) for n in names - {"indices", "sub_indices"}}
+        if not names & {"indices", "sub_indices"}:
+            raise LfqError(f"{src} holds no indices or sub_indices array")
+        small = {n: _small(archive, n, src) for n in names & _METADATA}
         if "indices" in names:
             member, sub_bits = "indices", None
         elif "sub_indices" in names:

@@ -114,3 +114,28 @@ def test_bad_frames_and_settings_are_one_line_errors(tok, frames):
         tok.encode(torch.zeros(1, 3, 2, 8, 8), scenecut=10.0)
     with pytest.raises(LfqError, match="unknown quality"):
         Tokenizer(tok.codec, "ultra")
+
+
+def test_encode_equals_the_commands_encode_then_tokens(tmp_path, odd_clip, tiny_model):
+    from click.testing import CliRunner
+
+    from lfqcodec.cli import main
+    from lfqcodec.videoio import read_video_frames
+
+    lfq, npz = tmp_path / "a.lfq", tmp_path / "a.npz"
+    for args in (["encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "--precision", "fp32", "--device",
+                  "cpu", "-q"], ["tokens", lfq, npz]):  # fmt: skip
+        assert CliRunner().invoke(main, [str(a) for a in args]).exit_code == 0
+    frames = np.stack(list(read_video_frames(odd_clip)))
+    tok = Tokenizer.load(tiny_model, device="cpu", precision="fp32")
+    clip = tok.encode_clip(frames, gop=5, scenecut=DEFAULT_THRESHOLD)  # the command's default scene-cut threshold
+    assert np.array_equal(clip.indices, np.load(npz)["indices"]) and list(np.load(npz)["chunk_frames"]) == [5, 5, 1]
+
+
+def test_the_readme_example_runs(tiny_model, frames):
+    tok = lfqcodec.Tokenizer.load(tiny_model, device="cpu", quality="medium")
+    clip = tok.encode_clip(frames)
+    indices = clip.indices.copy()
+    indices[1:, :1, :1] = indices[1:, -1:, -1:]
+    edited = tok.decode(clip._replace(indices=indices))
+    assert tok.bits == 6 and indices.max() < 2**tok.bits and edited.shape == frames.shape and edited.dtype == np.uint8

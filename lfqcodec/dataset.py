@@ -143,7 +143,8 @@ def _schema(sub_tokens: bool):
         ("source", pa.string()), ("window", pa.int32()), ("start_frame", pa.int64()), ("frame_count", pa.int32()),
         ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("fps_num", pa.int64()),
         ("fps_den", pa.int64()), ("grid_t", pa.int32()), ("grid_h", pa.int32()), ("grid_w", pa.int32()),
-        ("chunk_starts", pa.list_(pa.int32())), ("chunk_frames", pa.list_(pa.int32())), ("tokens", pa.list_(pa.int64())),
+        ("chunk_starts", pa.list_(pa.int32())), ("chunk_frames", pa.list_(pa.int32())),
+        ("tokens", pa.list_(pa.int64())),
     ]  # fmt: skip
     if sub_tokens:
         fields.append(("sub_tokens", pa.list_(pa.int64())))

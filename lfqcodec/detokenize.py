@@ -125,7 +125,8 @@ def _plan(tokens: TokenInput, loaded: LoadedModel, *, fps, size, frames, gop, qu
         what = "token format 1" if tokens.version == 1 else "no lfqcodec metadata"
         raise LfqError(f"{src} ({what}) does not record the exact frame rate: pass --fps (e.g. 24000/1001)")
     counts = _chunks(tokens, cfg.temporal_factor, frames, gop, warnings)
-    return _Plan(width, height, Fraction(rate), counts, bits, named[0], _header_gop(tokens.gop, counts, cfg.temporal_factor))
+    gop_limit = _header_gop(tokens.gop, counts, cfg.temporal_factor)
+    return _Plan(width, height, Fraction(rate), counts, bits, named[0], gop_limit)
 
 
 def _chunks(tokens: TokenInput, f: int, frames: int | None, gop: int | None, warnings: list[str]) -> list[int]:

@@ -186,7 +186,8 @@ class Tokenizer:
             indices, chunk_frames, size = indices.indices, indices.chunk_frames, (indices.height, indices.width)
         if isinstance(indices, torch.Tensor):
             if indices.ndim != 4:
-                raise LfqError(f"a torch batch of indices must be B x T' x h x w, got {'x'.join(map(str, indices.shape))}")
+                shape = "x".join(map(str, indices.shape))
+                raise LfqError(f"a torch batch of indices must be B x T' x h x w, got {shape}")
             clips = [self.decode(clip.cpu().numpy(), chunk_frames=chunk_frames, frames=frames, gop=gop, size=size)
                      for clip in indices]  # fmt: skip
             video = torch.from_numpy(np.stack(clips)).to(self.device).permute(0, 4, 1, 2, 3)

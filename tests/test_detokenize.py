@@ -216,3 +216,19 @@ def test_other_bad_inputs_are_one_line_errors(tmp_path, encoded, tiny_model):
     fails("detokenize", npz, tmp_path / "x.mkv", "--model", tiny_model, "--row", "1", message="not a folder")
     pq.write_table(pa.table({"a": [1]}), tmp_path / "x.parquet")
     fails("detokenize", tmp_path / "x.parquet", tmp_path / "x.mkv", message="not a token shard")
+
+
+def test_shipped_model_lfq_output_is_context_coded(tmp_path):
+    from lfqcodec.detokenize import detokenize_file
+
+    clip = Path(__file__).parent / "data" / "carphone_33f.mp4"
+    lfq, npz = tmp_path / "c.lfq", tmp_path / "c.npz"
+    lfqcodec.encode_file(clip, lfq, device="cpu", max_frames=9, gop=9)
+    lfqcodec.export_tokens(lfq, npz)
+    detokenize_file(npz, tmp_path / "back.lfq", device="cpu")
+    info = lfqcodec.read_info(tmp_path / "back.lfq")
+    assert info["context_coded_chunks"] == 1 and info["model"]["name"] == "lfq-base" and info["fps"] == "30000/1001"
+    assert np.array_equal(lfqcodec.read_tokens(tmp_path / "back.lfq").indices, np.load(npz)["indices"])
+    detokenize_file(npz, tmp_path / "det.mkv", device="cpu")
+    expected = np.stack(list(lfqcodec.decode_frames(lfq, device="cpu")))
+    assert np.array_equal(np.stack(read_frames(tmp_path / "det.mkv")[0]), expected)

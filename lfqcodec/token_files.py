@@ -100,7 +100,10 @@ def read_npz(path: Path) -> TokenInput:
         else:
             raise LfqError(f"{src} holds no indices or sub_indices array")
         shape, _, dtype = _member_header(archive, member, src)
+        stored = archive.getinfo(f"{member}.npy" if f"{member}.npy" in archive.namelist() else member).file_size
     _check_shape(shape, 4 if sub_bits else 3, member, src)
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize > stored:  # before any size is trusted
+        raise LfqError(f"{src}: {member} claims {'x'.join(map(str, shape))} values, more than its {stored} bytes hold")
     if dtype.kind not in "iu":
         raise LfqError(f"{src}: {member} are {dtype}, not integers (token indices are non-negative integers)")
     fmt = _text(small.get("format", np.array(0)))

@@ -80,6 +80,9 @@ def read_rows(path: Path, shard: int | None, rows: str | None, clip: str | None)
     for key in ("width", "height", "bits", "model_id", "fps_num", "fps_den", "grid_h", "grid_w"):
         if any(r.get(key) != first.get(key) for r in chosen):
             raise LfqError(f"{src}: the rows picked differ in {key}; pick rows of one clip (--clip) or one row")
+    for index, r in zip(picked, chosen):  # a shard never holds more (lfqcodec.dataset): refuse before any layout
+        if not 0 < r["grid_t"] * r["grid_h"] * r["grid_w"] < 2**31:
+            raise LfqError(f"{src} row {index}: grid {r['grid_t']}x{r['grid_h']}x{r['grid_w']} is empty or too large")
     version = 2 if "chunk_frames" in columns else 1
     if version == 1 and len(chosen) > 1:
         raise LfqError(f"{src} is token format 1 (no chunk frame counts): decode its rows one at a time (--row N)")

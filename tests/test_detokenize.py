@@ -207,6 +207,13 @@ def test_other_bad_inputs_are_one_line_errors(tmp_path, encoded, tiny_model):
     with zipfile.ZipFile(tmp_path / "none.npz", "w") as archive:
         archive.writestr("other.npy", b"")
     fails("detokenize", tmp_path / "none.npz", tmp_path / "x.mkv", message="no indices or sub_indices")
+    header = tmp_path / "header.npy"  # a header that claims far more than the file holds
+    with open(header, "wb") as out:
+        np.lib.format.write_array_header_2_0(out, {"descr": "<i8", "fortran_order": False, "shape": (10**12, 3, 5)})
+        out.write(bytes(120))
+    with zipfile.ZipFile(tmp_path / "huge.npz", "w") as archive:
+        archive.write(header, "indices.npy")
+    fails("detokenize", tmp_path / "huge.npz", tmp_path / "x.mkv", message="more than its")
     other = tmp_path / "other.safetensors"
     save_model(other, tiny_tokenizer(seed=1), "other")
     fails("detokenize", npz, tmp_path / "x.mkv", "--model", other, message="was made with model")

@@ -153,6 +153,9 @@ def _chunks(tokens: TokenInput, f: int, frames: int | None, gop: int | None, war
                            f"tokens, or pass --frames N to lay it out in chunks of --gop frames")  # fmt: skip
         warnings.append(f"{src} is token format 1: chunks taken as {gop} frames each but the last")
         return chunk_layout(total, gop, f, tokens.frame_count)
+    if frames is None and tokens.frame_count is None:
+        warnings.append(f"{src} records no chunks: laid out in chunks of {gop} frames, the last as long as its "
+                        "latent frames allow (--frames sets the total)")  # fmt: skip
     return chunk_layout(total, gop, f, frames if frames is not None else tokens.frame_count)
 
 

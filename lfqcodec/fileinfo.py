@@ -81,7 +81,8 @@ def read_info(path: str | os.PathLike) -> dict:
 class Tokens:
     """Token indices of a whole file. ``indices`` is int64 ``T' x gh x gw`` (chunks concatenated in
     time; ``chunk_starts[i]`` is chunk ``i``'s first latent frame); ``sub_indices`` adds a last axis
-    of factorized sub-tokens when asked for."""
+    of factorized sub-tokens when asked for; ``meta`` holds what exact decoding needs (token format 2,
+    docs/TOKENS.md: model, exact frame rate, size, each chunk's frames)."""
 
     indices: np.ndarray
     bits: int

@@ -15,7 +15,8 @@ _EXPORTS = {
     "Codec": "api", "DecodeReport": "api", "EncodeReport": "api", "Tokens": "api", "decode_file": "api",
     "decode_frames": "api", "encode_file": "api", "encode_frames": "api", "export_tokens": "api", "read_info": "api",
     "read_tokens": "api", "TokenizerConfig": "config", "FormatError": "errors", "LfqError": "errors",
-    "ModelError": "errors", "TokenizeReport": "tokenize", "tokenize_dataset": "tokenize",
+    "ModelError": "errors", "TokenizeReport": "tokenize", "tokenize_dataset": "tokenize", "Tokenizer": "tokenizer_api",
+    "TokenClip": "tokenizer_api",
 }  # fmt: skip
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -58,8 +58,12 @@ DEFAULT_WINDOW = 2  # latent frames coded per step (memory vs. speed)
 
 
 def _to_model(frames: list[np.ndarray], grid: tuple[int, int], factor: int, device: torch.device) -> torch.Tensor:
-    """RGB uint8 frames -> ``1 x 3 x T x H' x W'`` in [-1, 1], edge-padded to the latent grid."""
-    video = torch.from_numpy(np.stack(frames)).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
+    """RGB uint8 frames (``H x W x 3``; or torch ``3 x H x W`` in [-1, 1]) -> ``1 x 3 x T x H' x W'``
+    in [-1, 1], edge-padded to the latent grid."""
+    if isinstance(frames[0], torch.Tensor):
+        video = torch.stack(frames, 1)[None].to(device, torch.float32)
+    else:
+        video = torch.from_numpy(np.stack(frames)).to(device).permute(3, 0, 1, 2)[None].float() / 127.5 - 1
     pad_h, pad_w = grid[0] * factor - video.shape[-2], grid[1] * factor - video.shape[-1]
     if pad_h or pad_w:
         video = F.pad(video.flatten(1, 2), (0, pad_w, 0, pad_h), mode="replicate").view(

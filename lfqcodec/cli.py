@@ -17,6 +17,7 @@ import click
 from . import api
 from .cli_bench import bench
 from .cli_common import OneLineErrorGroup, QualityOption, device_option, handle_errors, quiet_option
+from .cli_tokens import detokenize
 from .cli_train import calibrate_int8, train, train_entropy
 from .errors import LfqError
 
@@ -338,6 +339,7 @@ main.add_command(bench)
 main.add_command(train)
 main.add_command(train_entropy)
 main.add_command(calibrate_int8)
+main.add_command(detokenize)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,13 @@ Columns (one row = one clip or one window):
 ``width``          int32             source frame size in pixels
 ``height``         int32
 ``fps``            double            source frame rate (average rate for variable-rate sources)
+``fps_num``        int64             the same rate as an exact fraction (format 2)
+``fps_den``        int64
 ``grid_t``         int32             latent frames (``T'``): ``1 + ceil((frames - 1) / 4)`` per chunk
 ``grid_h``         int32             latent grid (``ceil(height / 8)``, ``ceil(width / 8)``)
 ``grid_w``         int32
 ``chunk_starts``   list<int32>       latent frame where each independently coded chunk starts
+``chunk_frames``   list<int32>       frames of each chunk (format 2; a scene-cut chunk is not 1 + 4k)
 ``tokens``         list<int64>       ``grid_t * grid_h * grid_w`` token indices, ``T' x H' x W'``
                                      row-major (bit ``i`` = latent channel ``i``, LSB first), exactly
                                      what ``lfqcodec tokens`` exports for the same encoding
@@ -52,7 +55,8 @@ from pathlib import Path
 from .atomic import atomic_output
 from .errors import LfqError
 
-FORMAT = "lfqcodec-tokens-v1"
+FORMAT = "lfqcodec-tokens-v2"  # v2 added fps_num, fps_den, chunk_frames (exact decoding)
+FORMATS_READ = ("lfqcodec-tokens-v1", FORMAT)  # what lfqcodec detokenize reads
 MANIFEST = "manifest.json"
 SHARD_NAME = "shard-{:05d}.parquet"
 SHARD_PATTERN = re.compile(r"shard-(\d{5,})\.parquet")
@@ -138,8 +142,9 @@ def _schema(sub_tokens: bool):
     pa, _ = arrow()
     fields = [
         ("source", pa.string()), ("window", pa.int32()), ("start_frame", pa.int64()), ("frame_count", pa.int32()),
-        ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("grid_t", pa.int32()),
-        ("grid_h", pa.int32()), ("grid_w", pa.int32()), ("chunk_starts", pa.list_(pa.int32())),
+        ("width", pa.int32()), ("height", pa.int32()), ("fps", pa.float64()), ("fps_num", pa.int64()),
+        ("fps_den", pa.int64()), ("grid_t", pa.int32()), ("grid_h", pa.int32()), ("grid_w", pa.int32()),
+        ("chunk_starts", pa.list_(pa.int32())), ("chunk_frames", pa.list_(pa.int32())),
         ("tokens", pa.list_(pa.int64())),
     ]  # fmt: skip
     if sub_tokens:

@@ -81,7 +81,8 @@ def read_info(path: str | os.PathLike) -> dict:
 class Tokens:
     """Token indices of a whole file. ``indices`` is int64 ``T' x gh x gw`` (chunks concatenated in
     time; ``chunk_starts[i]`` is chunk ``i``'s first latent frame); ``sub_indices`` adds a last axis
-    of factorized sub-tokens when asked for."""
+    of factorized sub-tokens when asked for; ``meta`` holds what exact decoding needs (token format 2,
+    docs/TOKENS.md: model, exact frame rate, size, each chunk's frames)."""
 
     indices: np.ndarray
     bits: int
@@ -114,7 +115,12 @@ def _latent_frames(path, max_pixels: int | None) -> Iterator[tuple[int, np.ndarr
                 yield position, frame
 
 
+TOKENS_FORMAT = "lfqcodec-tokens-v2"  # the ``format`` member of a token .npz (version 1 had none)
+
+
 def _plan(path, sub_bits: int | None, max_pixels: int | None) -> tuple[dict, np.ndarray, int, int]:
+    """``(meta, chunk_starts, latent frames, bits)``: ``meta`` holds what exact decoding needs
+    (docs/TOKENS.md, "Token files"): the model, the exact frame rate, size and each chunk's frames."""
     reader, handle = open_reader(path)
     with handle:
         h = reader.header
@@ -122,10 +128,22 @@ def _plan(path, sub_bits: int | None, max_pixels: int | None) -> tuple[dict, np.
         if sub_bits is not None and not 1 <= sub_bits <= h.bits:
             raise LfqError(f"sub-token size {sub_bits} outside 1..{h.bits}")
         latent = [h.latent_frames(c.frame_count) for c in reader.chunks]
-        meta = {"width": h.width, "height": h.height, "frame_count": h.frame_count, "gop": h.gop,
-                "temporal_factor": h.temporal_factor, "spatial_factor": h.spatial_factor}  # fmt: skip
+        meta = {"format": TOKENS_FORMAT, "width": h.width, "height": h.height, "frame_count": h.frame_count,
+                "gop": h.gop, "temporal_factor": h.temporal_factor, "spatial_factor": h.spatial_factor,
+                "model_id": h.model_id.hex(), "model_name": h.metadata.get("model_name", ""),
+                "model_bits": h.model_bits, "quality": h.metadata.get("quality", ""),
+                "fps": np.array([h.fps.numerator, h.fps.denominator], dtype=np.int64),
+                "chunk_frames": np.array([c.frame_count for c in reader.chunks], dtype=np.int64),
+                "decoder_updates": sum(c.update >= 0 for c in reader.chunks)}  # fmt: skip
         starts = np.cumsum([0] + latent[:-1]).astype(np.int64) if latent else np.zeros(0, np.int64)
         return meta, starts, sum(latent), h.bits
+
+
+def _member_value(value) -> np.ndarray:
+    """A metadata value as the array an ``.npz`` member holds (text as a unicode scalar: no pickle)."""
+    if isinstance(value, str):
+        return np.array(value)
+    return np.asarray(value, dtype=np.int64)
 
 
 def read_tokens(path: str | os.PathLike, sub_bits: int | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Tokens:
@@ -149,13 +167,16 @@ def _write_member(archive: zipfile.ZipFile, name: str, shape: tuple, frames: Ite
 def export_tokens(src: str | os.PathLike, dst: str | os.PathLike, sub_bits: int | None = None, overwrite: bool = False,
                   max_pixels: int | None = DEFAULT_MAX_PIXELS) -> tuple[tuple[int, ...], int]:  # fmt: skip
     """Write the arrays of :func:`read_tokens` to an ``.npz`` file, streaming: memory is a latent
-    frame, whatever the file's length. Returns the indices' shape and bits per token."""
+    frame, whatever the file's length. Returns the indices' shape and bits per token. The file is
+    token format 2 (``format`` = :data:`TOKENS_FORMAT`): with the model, exact frame rate, size and
+    chunk frame counts that ``lfqcodec detokenize`` needs; ``decoder_updates`` counts the chunks
+    that decode with a decoder update (presets slow, veryslow), which token files do not hold."""
     dst = check_destination(dst, overwrite, (src,), suffix=".npz")
     meta, starts, total, bits = _plan(src, sub_bits, max_pixels)
     reader, handle = open_reader(src)
     with handle:
         grid = (reader.header.grid_height, reader.header.grid_width)
-    arrays = {"bits": np.int64(bits), "chunk_starts": starts, **{k: np.int64(v) for k, v in meta.items()}}
+    arrays = {"bits": np.int64(bits), "chunk_starts": starts, **{k: _member_value(v) for k, v in meta.items()}}
     if sub_bits:
         arrays["sub_bits"] = np.int64(sub_bits)
     with atomic_output(dst) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:

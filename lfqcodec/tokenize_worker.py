@@ -84,14 +84,16 @@ class ClipTokenizer:
             info, frames, start = source.info, source.frames(), 0
             while True:
                 window = _Counted(itertools.islice(frames, size) if size else frames)
-                indices, chunk_starts = self.tokens(window, info.width, info.height)
+                indices, chunk_starts, chunk_frames = self.tokens(window, info.width, info.height)
                 if not window.count:
                     break
                 rows.append({
                     "source": job.source, "window": len(rows), "start_frame": start, "frame_count": window.count,
                     "width": info.width, "height": info.height, "fps": float(info.fps),
+                    "fps_num": info.fps.numerator, "fps_den": info.fps.denominator,
                     "grid_t": indices.shape[0], "grid_h": indices.shape[1], "grid_w": indices.shape[2],
-                    "chunk_starts": np.asarray(chunk_starts, dtype=np.int32), "tokens": indices.reshape(-1),
+                    "chunk_starts": np.asarray(chunk_starts, dtype=np.int32),
+                    "chunk_frames": np.asarray(chunk_frames, dtype=np.int32), "tokens": indices.reshape(-1),
                     **self._sub_tokens(indices), "bits": self.keep, "model": self.model.name,
                     "model_id": self.model.model_id.hex(), "quality": self.settings.quality,
                 })  # fmt: skip
@@ -102,20 +104,21 @@ class ClipTokenizer:
             raise LfqError(f"no frames could be read from {job.source}")
         return rows
 
-    def tokens(self, frames: Iterable[np.ndarray], width: int, height: int) -> tuple[np.ndarray, list[int]]:
-        """Token indices (int64 ``T' x H' x W'``, chunks concatenated in time) and each chunk's first
-        latent frame: what :func:`lfqcodec.read_tokens` returns for the same encoding."""
-        s, parts, starts, total = self.codec.cfg.spatial_factor, [], [], 0
+    def tokens(self, frames: Iterable[np.ndarray], width: int, height: int) -> tuple[np.ndarray, list[int], list[int]]:
+        """Token indices (int64 ``T' x H' x W'``, chunks concatenated in time), each chunk's first
+        latent frame and its frame count: what :func:`lfqcodec.read_tokens` returns for the same encoding."""
+        s, parts, starts, counts, total = self.codec.cfg.spatial_factor, [], [], [], 0
         chunks = encode_chunks(self.codec, frames, width, height, self.settings.gop, self.keep,
                                self.settings.scenecut, self.search)  # fmt: skip
         for chunk in chunks:
             bits = torch.from_numpy(np.ascontiguousarray(chunk.bits[: self.keep]))
             parts.append(bits_to_indices(bits, dim=0))
             starts.append(total)
+            counts.append(chunk.frames)
             total += bits.shape[1]
         if not parts:
-            return np.zeros((0, -(-height // s), -(-width // s)), dtype=np.int64), []
-        return torch.cat(parts).numpy(), starts
+            return np.zeros((0, -(-height // s), -(-width // s)), dtype=np.int64), [], []
+        return torch.cat(parts).numpy(), starts, counts
 
     def _sub_tokens(self, indices: np.ndarray) -> dict:
         sub_bits = self.settings.sub_bits

@@ -8,7 +8,7 @@ encoder and container (whole files, context-coded where an entropy model for the
 installed in ``models/``), decodes them, and is compared with the source (:mod:`eval_model`). The
 table printed at the end gives per-clip rows and means, each level's gain over the level below, and
 its rate as a multiple of the level below. A picture stacks one moving frame of the first clip at
-every level of both models (source on the left).
+every level of both models (source on the left; JPEG at quality 92, beside the JSON).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def moving_frame_picture(clip: Path, frames: int, models: list[tuple[str, str]],
     for i, tiles in enumerate(rows):
         for j, tile in enumerate(tiles):
             canvas[i * (h + 4) : i * (h + 4) + h, j * (w + 4) : j * (w + 4) + w] = tile
-    Image.fromarray(canvas).save(out)
+    Image.fromarray(canvas).save(out, quality=92)
 
 
 def main() -> None:
@@ -100,7 +100,8 @@ def main() -> None:
     for label, model in (("base", args.base), ("model", args.model)):
         loaded = load_model(model)
         levels = list(loaded.config.quality_bits)
-        rows = evaluate(args.clips, args.frames, model, args.gop, args.out.parent / label, qualities=tuple(levels))
+        with tempfile.TemporaryDirectory() as pictures:  # eval_model's per-level side-by-sides: not kept
+            rows = evaluate(args.clips, args.frames, model, args.gop, Path(pictures), qualities=tuple(levels))
         for r in rows:
             r.pop("psnr_per_frame", None)
         record["models"][label] = {"path": str(model), "sha256": loaded.sha256, "design": loaded.config.design,
@@ -111,7 +112,7 @@ def main() -> None:
     args.out.write_text(json.dumps(record, indent=2) + "\n")
     print(record["table"])
     moving_frame_picture(args.clips[0], args.frames, [("base", args.base), ("model", args.model)],
-                         args.out.with_suffix(".png"), args.picture_frame)  # fmt: skip
+                         args.out.with_suffix(".jpg"), args.picture_frame)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -130,6 +130,20 @@ def load_model(
     return LoadedModel(metadata.get("lfqcodec.name", path.stem), sha, config, tokenizer, Path(path))
 
 
+def installed_config(model_id: bytes, models_dir: Path | None = None) -> TokenizerConfig | None:
+    """The config of the installed model whose id is ``model_id`` (its file's metadata only), or None."""
+    folder = MODELS_DIR if models_dir is None else models_dir
+    for path in sorted(folder.glob("*.safetensors")) if folder.is_dir() else []:
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                metadata = handle.metadata() or {}
+            if bytes.fromhex(metadata.get("lfqcodec.sha256", ""))[:16] == model_id:
+                return TokenizerConfig.from_dict(json.loads(metadata["lfqcodec.config"]))
+        except (SafetensorError, OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
 # Models this package no longer ships, by the 16-byte id their files carry: what they were and which
 # commit of this repository (with the model in its models/) reads their files.
 RETIRED_MODELS: dict[str, str] = {

@@ -213,7 +213,8 @@ def info(src, as_json, max_pixels):
     updates = data["updates"]
     lines = [
         f"file:        {_printable(data['file'])} ({data['file_bytes']} bytes, format {data['format_version']})",
-        f"model:       {meta.get('model_name', '?')} ({data['model']['id']}), quality {meta.get('quality', '?')}",
+        f"model:       {meta.get('model_name', '?')} ({data['model']['id']}), quality {meta.get('quality', '?')}"
+        + (f"; {data['model']['design']}" if data["model"].get("design") else "; not installed"),
         f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
         f"({data['duration_s']:.3f} s), time base {data['time_base']}",
         f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",

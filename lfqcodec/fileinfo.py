@@ -19,6 +19,14 @@ from .records import TYPE_UPDATE
 CODERS = {0: "zstd bit planes", 1: "context model + range coder", 2: "context model with network + range coder"}
 
 
+def _design(model_id: bytes) -> str | None:
+    """The quantizer design of the installed model with this id (which bits are signs, which residual)."""
+    from .checkpoint import installed_config
+
+    config = installed_config(model_id)
+    return config.design if config is not None else None
+
+
 def read_info(path: str | os.PathLike) -> dict:
     """Header, model, duration, bitrate, coder, chunk table and decoder updates of an ``.lfq`` file."""
     reader, handle = open_reader(path)
@@ -33,7 +41,7 @@ def read_info(path: str | os.PathLike) -> dict:
             "file": str(path),
             "format_version": reader.version,
             "file_bytes": size,
-            "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex()},
+            "model": {"name": h.metadata.get("model_name"), "id": h.model_id.hex(), "design": _design(h.model_id)},
             "entropy_model": h.entropy_id.hex() if reader.v2 else None,
             "quality": h.metadata.get("quality"),
             "preset": h.metadata.get("preset"),

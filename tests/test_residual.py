@@ -176,3 +176,14 @@ def test_a_file_of_a_retired_model_names_the_commit_that_reads_it(tmp_path, resi
     v5 = replace(header, model_id=bytes.fromhex("86ca7c0e1b8fcbf13c755d9c1301753f"))
     with pytest.raises(ModelError, match="lfq-base v5.*commit 2c2f48f"):
         find_model_for(v5)
+
+
+def test_the_design_of_an_installed_model_is_read_from_its_file(residual_model, tiny_model):
+    from lfqcodec.checkpoint import installed_config
+
+    grown = load_model(residual_model)
+    config = installed_config(grown.model_id, residual_model.parent)
+    assert config is not None and config.residual_bits == RESIDUAL_BITS
+    assert config.design == "LFQ, 6 sign bits + 6 residual bits (magnitude of channels 0-5)"
+    assert installed_config(load_model(tiny_model).model_id, residual_model.parent) is None
+    assert "12 sign bits" in load_model(tiny_model).config.design

@@ -55,13 +55,15 @@ def test_altered_pack_is_refused(pack, tmp_path):
         read_pack(copy, tmp_path / "cache")
 
 
-def test_gpu_run_end_to_end_at_toy_scale(pack, tmp_path, tiny_model):
+@pytest.mark.parametrize("design", ["refiner", "residual"])
+def test_gpu_run_end_to_end_at_toy_scale(pack, tmp_path, tiny_model, design):
     out = tmp_path / "out"
+    extra = ["--residual-bits", "6", "--train-only", "residual"] if design == "residual" else []
     gpu_run.main([
         "--pack", str(pack), "--out", str(out), "--work", str(tmp_path / "work"), "--init", str(tiny_model),
         "--steps", "2", "--minutes", "5", "--val-minutes", "0.0001", "--batch", "2", "--image-batch", "2",
         "--size", "32", "--image-size", "32", "--frames", "9", "--workers", "1", "--device", "cpu",
-        "--precision", "fp32", "--refine-blocks", "2,1", "--frame-split", "--warmup", "1",
+        "--precision", "fp32", "--refine-blocks", "2,1", "--frame-split", "--warmup", "1", *extra,
     ])  # fmt: skip
     files = sorted(p.name for p in out.iterdir())
     assert len(files) <= 8 and all((out / f).stat().st_size < 16 << 20 for f in files)
@@ -70,6 +72,7 @@ def test_gpu_run_end_to_end_at_toy_scale(pack, tmp_path, tiny_model):
     assert [r["step"] for r in rows][0] == 0 and rows[-1]["step"] == 2  # the start, then the end
     model = load_model(join_parts(out / "lfq-base.safetensors.parts.json", tmp_path / "joined.safetensors"))
     assert model.config.refine_blocks == (2, 1) and model.config.frame_split
+    assert model.config.residual_bits == (6 if design == "residual" else 0)
     assert "medium dB" in (out / "summary.txt").read_text()
 
 

@@ -24,14 +24,15 @@ from .entropy import FittedModel, decode_bits, encode_bits
 from .errors import FormatError, ModelError
 from .header import (
     CODER_CONTEXT, CODER_NET, CODER_ZSTD, FLAG_CUT_CHUNKS, LIMITS, MAGIC, VERSIONS, Limits, StreamHeader, check,
-    decode_header, encode_header, encode_metadata, header_bytes_limit, validate_header,
+    decode_header, decode_metadata, encode_header, encode_metadata, header_bytes_limit, validate_header,
 )  # fmt: skip
 from .records import (
     CHUNK_MAGIC, CHUNK_V1, CRC, INDEX_HEAD, INDEX_MAGIC, INDEX_V1, INDEX_V2, RECORD, RECORD_MAGIC, SKIPPABLE,
     TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry, chunk_header_v1, index_bytes,
-    record_header, trailer_bytes,
+    payload_cap, record_header, trailer_bytes,
 )  # fmt: skip
 from .scan import scan_records
+from .zstdframe import check_frame
 
 __all__ = ["LIMITS", "MAGIC", "ChunkEntry", "Limits", "LfqReader", "LfqWriter", "RecordEntry", "StreamHeader",
            "validate_header"]  # fmt: skip
@@ -56,6 +57,7 @@ class LfqWriter:
             raise ValueError("format 1.x has no entropy model")
         if entropy_model is not None and entropy_model.bits < header.bits:
             raise ValueError(f"entropy model has {entropy_model.bits} bit planes, the file {header.bits}")
+        decode_metadata(encode_metadata(header.metadata))  # strict JSON, finite numbers, as readers check
         meta = len(encode_metadata(header.metadata))
         if meta > LIMITS.max_metadata:
             raise FormatError(f"header metadata of {meta} bytes exceeds the {LIMITS.max_metadata}-byte limit")
@@ -213,6 +215,10 @@ class LfqReader:
                   and offset + size <= index_offset,
                   f"record {i}: offset or size out of range")  # fmt: skip
             position = offset + size
+            head = (RECORD if self.v2 else CHUNK_V1).size + CRC.size
+            if kind == TYPE_UPDATE:
+                check(size - head <= self.limits.max_update_payload, f"decoder update (record {i}): payload of "
+                      f"{size - head} bytes exceeds the {self.limits.max_update_payload}-byte limit")  # fmt: skip
             if kind != TYPE_CHUNK:
                 check(kind == TYPE_UPDATE or kind >= SKIPPABLE,
                       f"record {i} has payload type {kind}, which this reader does not know and must not skip "
@@ -234,6 +240,8 @@ class LfqReader:
             check(count_or_update == update + 1, f"chunk {n}: update reference does not match the index")
             check(coder in (CODER_ZSTD, CODER_CONTEXT, CODER_NET)[: 1 + h.coder if self.v2 else 1],
                   f"chunk {n}: unknown coder {coder}")  # fmt: skip
+            check(size - head <= payload_cap(kind, coder, h.chunk_bits(frames), self.limits),
+                  f"chunk {n}: payload of {size - head} bytes exceeds its limit")  # fmt: skip
             covered = max(covered, n + 1)
             entries.append(ChunkEntry(n, offset, size, first, frames, i, update, coder))
             next_first = first + frames
@@ -248,8 +256,9 @@ class LfqReader:
                 return e.record if e.first_chunk <= chunk < e.first_chunk + e.chunk_count else -1
         return -1
 
-    def _read_record(self, offset: int, size: int, what: str) -> tuple[tuple, bytes]:
-        """Header fields and checked payload of the record or 1.x chunk at ``offset``."""
+    def _read_record(self, offset: int, size: int, what: str, cap: int) -> tuple[tuple, bytes]:
+        """Header fields and checked payload of the record or 1.x chunk at ``offset``; a payload
+        over ``cap`` bytes is refused before it is read."""
         self.file.seek(offset)
         head_struct = RECORD if self.v2 else CHUNK_V1
         data = self.file.read(head_struct.size + CRC.size)
@@ -260,6 +269,7 @@ class LfqReader:
         check(fields[0] == magic and zlib.crc32(data[: head_struct.size]) == head_crc, f"{what}: header checksum mismatch")
         payload_size, payload_crc = fields[-2:] if self.v2 else (fields[5], fields[7])
         check(payload_size == size - len(data), f"{what}: payload size does not match the header")
+        check(payload_size <= cap, f"{what}: payload of {payload_size} bytes exceeds the {cap}-byte limit")
         payload = self.file.read(payload_size)
         check(len(payload) == payload_size, f"{what}: truncated")
         check(zlib.crc32(payload) == payload_crc, f"{what}: payload checksum mismatch (file corrupt)")
@@ -271,8 +281,9 @@ class LfqReader:
         their latent frame is asked for: memory is a few latent frames, whatever the chunk's size."""
         h, entry = self.header, self.chunks[i]
         n = entry.index
-        fields, payload = self._read_record(entry.offset, entry.size, f"chunk {n}")
         latent = h.latent_frames(entry.frame_count)
+        cap = payload_cap(TYPE_CHUNK, entry.coder, h.chunk_bits(entry.frame_count), self.limits)
+        fields, payload = self._read_record(entry.offset, entry.size, f"chunk {n}", cap)
         if self.v2:
             _, kind, coder, record, first_chunk, update, first, frames, stored_latent, raw_size = fields[:10]
             ok = (kind, record, first_chunk, update, coder) == (TYPE_CHUNK, entry.record, n, entry.update + 1, entry.coder)
@@ -300,10 +311,7 @@ class LfqReader:
         return _guarded(decode_bits(payload, shape, model), n)
 
     def _zstd_frames(self, payload: bytes, raw_size: int, shape: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
-        try:  # the zstd frame declares its content size: check it before anything is allocated
-            check(zstandard.frame_content_size(payload) == raw_size, f"chunk {n}: payload declares the wrong size")
-        except zstandard.ZstdError as exc:
-            raise FormatError(f"chunk {n}: cannot decompress payload ({exc})") from None
+        check_frame(payload, raw_size, f"chunk {n}", raw_size)  # one frame, its size declared: before allocating
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         try:
             written = 0
@@ -332,7 +340,8 @@ class LfqReader:
         if at < 0 or i >= self.updates[at].first_chunk + self.updates[at].chunk_count:
             return None
         e = self.updates[at]
-        fields, payload = self._read_record(e.offset, e.size, f"decoder update (record {e.record})")
+        fields, payload = self._read_record(e.offset, e.size, f"decoder update (record {e.record})",
+                                            self.limits.max_update_payload)
         check(fields[1:6] == (TYPE_UPDATE, 0, e.record, e.first_chunk, e.chunk_count),
               f"decoder update (record {e.record}): header does not match the index")  # fmt: skip
         return e.record, payload

@@ -51,6 +51,16 @@ class RecordEntry:
     chunk_count: int
 
 
+def payload_cap(kind: int, coder: int, chunk_bits: int, limits) -> int:
+    """Most payload bytes a record may hold (FORMAT.md, "Limits"), checked before it is read:
+    ``chunk_bits`` is ``b * L * gh * gw`` of a chunk; skipped types are never read."""
+    if kind == TYPE_UPDATE:
+        return limits.max_update_payload
+    if kind == TYPE_CHUNK:
+        return limits.max_chunk_payload if coder == 0 else min(limits.max_chunk_payload, 2 * chunk_bits + 16)
+    return 1 << 32
+
+
 def with_crc(body: bytes) -> bytes:
     return body + CRC.pack(zlib.crc32(body))
 

@@ -31,7 +31,7 @@ from .records import (
     TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry, chunk_header_v1, index_bytes,
     payload_cap, record_header, trailer_bytes,
 )  # fmt: skip
-from .scan import scan_records
+from .scan import Notes, scan_records
 from .zstdframe import check_frame
 
 __all__ = ["LIMITS", "MAGIC", "ChunkEntry", "Limits", "LfqReader", "LfqWriter", "RecordEntry", "StreamHeader",
@@ -171,13 +171,16 @@ class LfqReader:
         self.entropy_model = entropy_model
         self.index_damage: str | None = None
         self.others: list[RecordEntry] = []
+        self.notes: Notes | None = None  # salvage: records found but not used
         try:
             self.chunks = self._read_index()
         except FormatError as exc:
             if not salvage:
                 raise
             self.index_damage = str(exc)
-            self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size)
+            self.notes = Notes()
+            self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size,
+                                                    limits, self.notes)  # fmt: skip
         self.updates = [e for e in self.others if e.type == TYPE_UPDATE]
         self._decompressor = zstandard.ZstdDecompressor()
 

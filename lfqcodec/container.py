@@ -37,6 +37,8 @@ from .zstdframe import check_frame
 __all__ = ["LIMITS", "MAGIC", "ChunkEntry", "Limits", "LfqReader", "LfqWriter", "RecordEntry", "StreamHeader",
            "validate_header"]  # fmt: skip
 
+LISTED_SKIPPED = 100  # skippable records kept in ``others``; the rest are only counted
+INDEX_BLOCK = 1 << 20  # bytes of the chunk index read at once
 SPOOL_BYTES = 64 << 20  # decompressed 1.x payloads larger than this are spooled to a temporary file
 
 
@@ -172,6 +174,7 @@ class LfqReader:
         self.index_damage: str | None = None
         self.others: list[RecordEntry] = []
         self.notes: Notes | None = None  # salvage: records found but not used
+        self.skipped = (0, 0)  # skippable records of the index: how many, bytes (the first LISTED_SKIPPED in others)
         try:
             self.chunks = self._read_index()
         except FormatError as exc:
@@ -198,21 +201,25 @@ class LfqReader:
         check(index_size == INDEX_HEAD.size + count * entry_size + CRC.size and count <= 2 * self.limits.max_chunks + 1,
               "chunk index offset out of range")  # fmt: skip
         self.file.seek(index_offset)
-        data = self.file.read(index_size)
-        check(zlib.crc32(data[: -CRC.size]) == CRC.unpack_from(data, index_size - CRC.size)[0],
-              "chunk index checksum mismatch (file corrupt)")  # fmt: skip
-        magic, stored = INDEX_HEAD.unpack_from(data)
+        crc, left = 0, index_size - CRC.size
+        while left:  # a block at a time: memory does not grow with the record count
+            piece = self.file.read(min(INDEX_BLOCK, left))
+            check(len(piece) > 0, "file truncated (chunk index)")
+            crc, left = zlib.crc32(piece, crc), left - len(piece)
+        check(crc == CRC.unpack(self.file.read(CRC.size))[0], "chunk index checksum mismatch (file corrupt)")
+        self.file.seek(index_offset)
+        magic, stored = INDEX_HEAD.unpack(self.file.read(INDEX_HEAD.size))
         check(magic == INDEX_MAGIC and stored == count, "chunk index does not match the header")
         if not self.v2:
             check(count == h.chunk_count, "chunk index does not match the header")
         entries, position, next_first = [], self.header_size, 0
         covered = 0  # chunks before this one that an update may no longer claim
+        rows = _index_rows(self.file, count, INDEX_V2 if self.v2 else INDEX_V1)
         for i in range(count):
             if self.v2:
-                offset, size, kind, coder, first_chunk, count_or_update, first, frames = INDEX_V2.unpack_from(
-                    data, INDEX_HEAD.size + i * entry_size)
+                offset, size, kind, coder, first_chunk, count_or_update, first, frames = next(rows)
             else:
-                offset, size, first, frames = INDEX_V1.unpack_from(data, INDEX_HEAD.size + i * entry_size)
+                offset, size, first, frames = next(rows)
                 kind, coder, first_chunk, count_or_update = TYPE_CHUNK, CODER_ZSTD, i, 0
             check(offset == position and size >= (RECORD if self.v2 else CHUNK_V1).size + CRC.size + (kind == TYPE_CHUNK)
                   and offset + size <= index_offset,
@@ -231,7 +238,10 @@ class LfqReader:
                           and first_chunk + count_or_update <= h.chunk_count and first == frames == coder == 0,
                           f"record {i}: decoder update range out of order or out of range")  # fmt: skip
                     covered = first_chunk + count_or_update
-                self.others.append(RecordEntry(i, kind, offset, size, first_chunk, count_or_update))
+                if kind == TYPE_UPDATE or self.skipped[0] < LISTED_SKIPPED:  # memory: not one entry per skipped record
+                    self.others.append(RecordEntry(i, kind, offset, size, first_chunk, count_or_update))
+                if kind != TYPE_UPDATE:
+                    self.skipped = (self.skipped[0] + 1, self.skipped[1] + size)
                 continue
             n = len(entries)
             if h.cut_chunks:
@@ -353,6 +363,14 @@ class LfqReader:
         """The chunks that hold frames ``start .. start+count-1``."""
         end = start + count
         return [c for c in self.chunks if c.first_frame < end and c.first_frame + c.frame_count > start]
+
+
+def _index_rows(file: BinaryIO, count: int, row: struct.Struct) -> Iterator[tuple]:
+    """``count`` index rows read from ``file``'s position a block at a time."""
+    per_block = max(1, INDEX_BLOCK // row.size)
+    for start in range(0, count, per_block):
+        data = file.read(row.size * min(per_block, count - start))
+        yield from row.iter_unpack(data)
 
 
 def _guarded(frames: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:

@@ -27,7 +27,7 @@ TRAILER = struct.Struct("<Q4sI")
 CRC = struct.Struct("<I")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per chunk of the file, millions in a hostile one
 class ChunkEntry:
     index: int  # chunk number
     offset: int  # byte offset of the chunk header / record in the file
@@ -39,7 +39,7 @@ class ChunkEntry:
     coder: int = 0  # 0: zstd bit planes, 1: context model
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class RecordEntry:
     """A 2.0 record that is not a chunk: a decoder update or a skipped (unknown, skippable) type."""
 

@@ -23,7 +23,7 @@ from .checkpoint import MODELS_DIR, LoadedModel, load_model
 from .container import LfqReader, StreamHeader
 from .header import decode_header, header_bytes_limit
 from .entropy_store import find_by_id
-from .errors import FormatError, LfqError, ModelError
+from .errors import FormatError, LfqError, ModelError, shorten
 from .salvage import SalvageLog, chunk_spans
 from .tiling import DEFAULT_MAX_MEMORY, decoder_budget, describe_plan
 
@@ -40,7 +40,7 @@ def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None)
                 if bytes.fromhex(sha)[:16] == header.model_id:
                     return path
     raise ModelError(
-        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed; pass --model"
+        f"this file was made with model {shorten(name)} ({header.model_id.hex()}), which is not installed; pass --model"
     )
 
 
@@ -103,7 +103,7 @@ def check_against_model(src: str | os.PathLike, h: StreamHeader, loaded: LoadedM
     """Every header field the model determines must match it (FORMAT.md, "Checked against the model")."""
     if loaded.model_id != h.model_id:
         raise ModelError(
-            f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
+            f"{src} was made with model {shorten(h.metadata.get('model_name', '?'))} ({h.model_id.hex()}), "
             f"not {loaded.name!r} ({loaded.model_id.hex()})"
         )
     cfg = loaded.config

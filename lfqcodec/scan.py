@@ -125,8 +125,9 @@ def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: i
                                                     count - 1 if v2 else -1, coder)  # fmt: skip
                     accepted = offset + size
             elif kind == TYPE_UPDATE:
-                if (count >= 1 and first_chunk + count <= h.chunk_count and coder == first == frames == latent == raw == 0
-                        and payload_size <= limits.max_update_payload and record not in updates):  # fmt: skip
+                fields_ok = coder == first == frames == latent == raw == 0 and record not in updates
+                if count >= 1 and first_chunk + count <= h.chunk_count and payload_size <= limits.max_update_payload \
+                        and fields_ok:  # fmt: skip
                     updates[record] = RecordEntry(record, kind, offset, size, first_chunk, count)
                     accepted = offset + size
                 else:

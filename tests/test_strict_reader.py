@@ -48,12 +48,14 @@ def tiny(tiny_model):
     return tiny_model, loaded.model_id, loaded.config.num_bits
 
 
-def header(model_id: bytes, frames: int, gop: int = 5, side: int = 16, coder: int = 1, entropy=MODEL) -> StreamHeader:
+def header(model_id: bytes, frames: int, gop: int = 5, side: int = 16, coder: int = 1,
+           entropy=MODEL) -> StreamHeader:  # fmt: skip
     grid = -(-side // 8)
     return StreamHeader(model_id=model_id, width=side, height=side, frame_count=frames, fps=Fraction(25),
                         time_base=Fraction(1, 25), bits=6, model_bits=12, temporal_factor=4, spatial_factor=8, gop=gop,
                         grid_height=grid, grid_width=grid, chunk_count=-(-frames // gop), version=(2, 0), coder=coder,
-                        entropy_id=entropy.model_id if entropy else bytes(16), metadata={"model_name": "tiny-test"})  # fmt: skip
+                        entropy_id=entropy.model_id if entropy else bytes(16),
+                        metadata={"model_name": "tiny-test"})  # fmt: skip
 
 
 def bits_for(h: StreamHeader, frames: int, seed: int) -> np.ndarray:
@@ -75,7 +77,8 @@ def chunk(h: StreamHeader, i: int, record: int, coder: int = 1, payload: bytes |
         raw = np.packbits(bits.reshape(-1), bitorder="little").tobytes()
         payload = encode_bits(bits, MODEL) if coder else zstandard.ZstdCompressor(write_checksum=True).compress(raw)
     raw_size = 0 if coder else (h.chunk_bits(frames) + 7) // 8
-    return record_header(0, coder, record, i, update, first, frames, h.latent_frames(frames), raw_size, payload) + payload
+    latent = h.latent_frames(frames)
+    return record_header(0, coder, record, i, update, first, frames, latent, raw_size, payload) + payload
 
 
 def update_record(record: int, first_chunk: int, count: int, payload: bytes) -> bytes:
@@ -244,7 +247,7 @@ def test_record_sizes_are_checked_against_their_caps_before_reading():
 
     with pytest.raises(FormatError, match="payload of 200000 bytes exceeds the 100000-byte limit"):
         LfqReader(Counting(data), limits=Limits(max_update_payload=100_000))
-    assert Counting.read_bytes < 150_000  # refused from the index (after the 65 KiB header read), the payload never read
+    assert Counting.read_bytes < 150_000  # refused from the index (after the 65 KiB header read), payload never read
 
 
 # --- metadata: strict JSON ----------------------------------------------------------------------------------------

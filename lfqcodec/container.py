@@ -28,7 +28,7 @@ from .header import (
 )  # fmt: skip
 from .records import (
     CHUNK_MAGIC, CHUNK_V1, CRC, INDEX_HEAD, INDEX_MAGIC, INDEX_V1, INDEX_V2, RECORD, RECORD_MAGIC, SKIPPABLE,
-    TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry, chunk_header_v1, index_bytes,
+    TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, ChunkTable, RecordEntry, chunk_header_v1, index_bytes,
     payload_cap, record_header, trailer_bytes,
 )  # fmt: skip
 from .scan import Notes, scan_records
@@ -187,7 +187,7 @@ class LfqReader:
         self.updates = [e for e in self.others if e.type == TYPE_UPDATE]
         self._decompressor = zstandard.ZstdDecompressor()
 
-    def _read_index(self) -> list[ChunkEntry]:
+    def _read_index(self) -> ChunkTable:
         h = self.header
         check(self.file_size >= self.header_size + TRAILER.size, "file truncated (no trailer)")
         self.file.seek(self.file_size - TRAILER.size)
@@ -212,7 +212,7 @@ class LfqReader:
         check(magic == INDEX_MAGIC and stored == count, "chunk index does not match the header")
         if not self.v2:
             check(count == h.chunk_count, "chunk index does not match the header")
-        entries, position, next_first = [], self.header_size, 0
+        entries, position, next_first = ChunkTable(), self.header_size, 0
         covered = 0  # chunks before this one that an update may no longer claim
         rows = _index_rows(self.file, count, INDEX_V2 if self.v2 else INDEX_V1)
         for i in range(count):

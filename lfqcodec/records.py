@@ -4,8 +4,10 @@ chunk indexes and the trailer (``docs/FORMAT.md``, "Chunks", "Records", "Chunk i
 
 from __future__ import annotations
 
+import array
 import struct
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CHUNK_MAGIC = b"LFQC"  # 1.x chunk header
@@ -37,6 +39,37 @@ class ChunkEntry:
     record: int = -1  # 2.0: record number
     update: int = -1  # 2.0: record number of the decoder update that covers it, -1 for none
     coder: int = 0  # 0: zstd bit planes, 1: context model
+
+
+class ChunkTable(Sequence):
+    """The chunks of a file, in order, as a sequence of :class:`ChunkEntry`: held as 8 int64 a chunk
+    (64 bytes, not a Python object each), so a file of millions of tiny chunks stays small."""
+
+    WIDTH = 8  # fields of ChunkEntry
+
+    def __init__(self, entries: Iterable[ChunkEntry] = ()):
+        self.rows = array.array("q")
+        for entry in entries:
+            self.append(entry)
+
+    def append(self, entry: ChunkEntry) -> None:
+        e = entry
+        self.rows.extend((e.index, e.offset, e.size, e.first_frame, e.frame_count, e.record, e.update, e.coder))
+
+    def __len__(self) -> int:
+        return len(self.rows) // self.WIDTH
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("chunk position out of range")
+        at = (i % n) * self.WIDTH
+        return ChunkEntry(*self.rows[at : at + self.WIDTH])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,11 +10,13 @@ import zlib
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+import numpy as np
+
 from .errors import FormatError
 from .header import CODER_CONTEXT, CODER_NET, CODER_ZSTD, Limits, StreamHeader
 from .records import (
-    CHUNK_MAGIC, CHUNK_V1, CRC, RECORD, RECORD_MAGIC, SKIPPABLE, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry,
-    payload_cap,
+    CHUNK_MAGIC, CHUNK_V1, CRC, RECORD, RECORD_MAGIC, SKIPPABLE, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, ChunkTable,
+    RecordEntry, payload_cap,
 )  # fmt: skip
 
 BLOCK = 16 << 20
@@ -85,14 +87,14 @@ def _chunk_problem(h: StreamHeader, limits: Limits, fields: tuple) -> str | None
 
 
 def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: int, limits: Limits,
-                 notes: Notes) -> tuple[list[ChunkEntry], list[RecordEntry]]:  # fmt: skip
+                 notes: Notes) -> tuple[ChunkTable, list[RecordEntry]]:  # fmt: skip
     """Chunks (in order, disjoint in time, at most one per number) and decoder updates found; what
     was found but not used goes to ``notes``. A must-understand record of a type this reader does
     not know is refused, as the normal reader refuses it."""
     v2 = h.version[0] == 2
     head_struct = RECORD if v2 else CHUNK_V1
     head_size = head_struct.size + CRC.size
-    found: dict[int, ChunkEntry] = {}
+    found, seen = ChunkTable(), bytearray((h.chunk_count + 7) // 8)  # compact: millions of chunks stay small
     updates: dict[int, RecordEntry] = {}
     scanner = _headers(file, header_size, file_size, RECORD_MAGIC if v2 else CHUNK_MAGIC, head_size)
     item = next(scanner, None)
@@ -117,12 +119,13 @@ def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: i
                     and 0 < payload_size <= limits.max_chunk_payload else "fields do not match the header")  # fmt: skip
                 if problem is not None:
                     notes.add(f"{where} (chunk {first_chunk}): {problem}: not used")
-                elif first_chunk in found:
+                elif seen[first_chunk >> 3] >> (first_chunk & 7) & 1:
                     notes.add(f"{where}: a second chunk {first_chunk}: not used")
                     accepted = offset + size
                 else:
-                    found[first_chunk] = ChunkEntry(first_chunk, offset, size, first, frames, record,
-                                                    count - 1 if v2 else -1, coder)  # fmt: skip
+                    seen[first_chunk >> 3] |= 1 << (first_chunk & 7)
+                    found.append(ChunkEntry(first_chunk, offset, size, first, frames, record, count - 1 if v2 else -1,
+                                            coder))  # fmt: skip
                     accepted = offset + size
             elif kind == TYPE_UPDATE:
                 fields_ok = coder == first == frames == latent == raw == 0 and record not in updates
@@ -142,13 +145,15 @@ def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: i
             item = scanner.send(accepted)
         except StopIteration:
             item = None
-    chunks, covered = [], 0
-    for i in sorted(found):  # keep chunks in order and disjoint in time
-        if found[i].first_frame >= covered:
-            chunks.append(found[i])
-            covered = found[i].first_frame + found[i].frame_count
+    chunks, covered = ChunkTable(), 0
+    numbers = np.frombuffer(found.rows, dtype=np.int64).reshape(-1, ChunkTable.WIDTH)[:, 0]
+    for position in numbers.argsort(kind="stable"):  # keep chunks in order and disjoint in time
+        entry = found[int(position)]
+        if entry.first_frame >= covered:
+            chunks.append(entry)
+            covered = entry.first_frame + entry.frame_count
         else:
-            notes.add(f"chunk {i} at byte {found[i].offset}: overlaps an earlier chunk's frames: not used")
+            notes.add(f"chunk {entry.index} at byte {entry.offset}: overlaps an earlier chunk's frames: not used")
     others, end = [], 0
     for record in sorted(updates, key=lambda r: updates[r].first_chunk):  # disjoint ranges
         if updates[record].first_chunk >= end:

@@ -34,6 +34,7 @@ from torch import nn
 
 from .errors import FormatError
 from .layers import ChannelNorm
+from .zstdframe import check_frame
 
 PAYLOAD_MAGIC = b"LFU1"
 _HEAD = struct.Struct("<4sBBBBI")  # magic, flags, lora rank, bits, reserved, tensor count
@@ -137,8 +138,10 @@ class DecoderUpdate:
         sizes = [int(np.prod(s.shape)) for s in layout]
         if not np.all(np.isfinite(steps)) or np.any(steps < 0) or sum(sizes) > MAX_RAW:
             raise FormatError("decoder update: bad quantiser steps")
+        frame = data[_HEAD.size + 2 * count :]
+        check_frame(frame, sum(sizes), "decoder update", MAX_RAW)  # one frame, its size checked before allocating
         try:
-            raw = zstandard.ZstdDecompressor().decompress(data[_HEAD.size + 2 * count :], max_output_size=sum(sizes))
+            raw = zstandard.ZstdDecompressor().decompress(frame)
         except zstandard.ZstdError as exc:
             raise FormatError(f"decoder update: cannot decompress ({exc})") from None
         if len(raw) != sum(sizes):

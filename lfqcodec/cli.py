@@ -191,6 +191,8 @@ def decode(src, dst, start, frames, model, salvage, max_pixels, max_memory, devi
     for record, first, last in report.lost_updates:
         click.echo(f"lfqcodec: warning: decoder update {record} (chunks {first}-{last}) is damaged: those chunks "
                    "were decoded without it", err=True)  # fmt: skip
+    for line in report.notes:  # salvage: each frame invented, each record skipped or not trusted
+        click.echo(f"lfqcodec: warning: {line}", err=True)
     if not quiet:
         click.echo(f"{dst}: {report.frames} frames ({report.seconds:.1f} s)", err=True)
 

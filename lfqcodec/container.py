@@ -24,18 +24,21 @@ from .entropy import FittedModel, decode_bits, encode_bits
 from .errors import FormatError, ModelError
 from .header import (
     CODER_CONTEXT, CODER_NET, CODER_ZSTD, FLAG_CUT_CHUNKS, LIMITS, MAGIC, VERSIONS, Limits, StreamHeader, check,
-    decode_header, encode_header, encode_metadata, header_bytes_limit, validate_header,
+    decode_header, decode_metadata, encode_header, encode_metadata, header_bytes_limit, validate_header,
 )  # fmt: skip
 from .records import (
     CHUNK_MAGIC, CHUNK_V1, CRC, INDEX_HEAD, INDEX_MAGIC, INDEX_V1, INDEX_V2, RECORD, RECORD_MAGIC, SKIPPABLE,
-    TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, RecordEntry, chunk_header_v1, index_bytes,
-    record_header, trailer_bytes,
+    TRAILER, TRAILER_MAGIC, TYPE_CHUNK, TYPE_UPDATE, ChunkEntry, ChunkTable, RecordEntry, chunk_header_v1, index_bytes,
+    payload_cap, record_header, trailer_bytes,
 )  # fmt: skip
-from .scan import scan_records
+from .scan import Notes, scan_records
+from .zstdframe import check_frame
 
 __all__ = ["LIMITS", "MAGIC", "ChunkEntry", "Limits", "LfqReader", "LfqWriter", "RecordEntry", "StreamHeader",
            "validate_header"]  # fmt: skip
 
+LISTED_SKIPPED = 100  # skippable records kept in ``others``; the rest are only counted
+INDEX_BLOCK = 1 << 20  # bytes of the chunk index read at once
 SPOOL_BYTES = 64 << 20  # decompressed 1.x payloads larger than this are spooled to a temporary file
 
 
@@ -56,6 +59,7 @@ class LfqWriter:
             raise ValueError("format 1.x has no entropy model")
         if entropy_model is not None and entropy_model.bits < header.bits:
             raise ValueError(f"entropy model has {entropy_model.bits} bit planes, the file {header.bits}")
+        decode_metadata(encode_metadata(header.metadata))  # strict JSON, finite numbers, as readers check
         meta = len(encode_metadata(header.metadata))
         if meta > LIMITS.max_metadata:
             raise FormatError(f"header metadata of {meta} bytes exceeds the {LIMITS.max_metadata}-byte limit")
@@ -169,17 +173,21 @@ class LfqReader:
         self.entropy_model = entropy_model
         self.index_damage: str | None = None
         self.others: list[RecordEntry] = []
+        self.notes: Notes | None = None  # salvage: records found but not used
+        self.skipped = (0, 0)  # skippable records of the index: how many, bytes (the first LISTED_SKIPPED in others)
         try:
             self.chunks = self._read_index()
         except FormatError as exc:
             if not salvage:
                 raise FormatError(f"{exc}; lfqcodec decode --salvage decodes the intact chunks") from None
             self.index_damage = str(exc)
-            self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size)
+            self.notes = Notes()
+            self.chunks, self.others = scan_records(self.file, self.file_size, self.header, self.header_size,
+                                                    limits, self.notes)  # fmt: skip
         self.updates = [e for e in self.others if e.type == TYPE_UPDATE]
         self._decompressor = zstandard.ZstdDecompressor()
 
-    def _read_index(self) -> list[ChunkEntry]:
+    def _read_index(self) -> ChunkTable:
         h = self.header
         check(self.file_size >= self.header_size + TRAILER.size, "file truncated (no trailer)")
         self.file.seek(self.file_size - TRAILER.size)
@@ -193,26 +201,34 @@ class LfqReader:
         check(index_size == INDEX_HEAD.size + count * entry_size + CRC.size and count <= 2 * self.limits.max_chunks + 1,
               "chunk index offset out of range")  # fmt: skip
         self.file.seek(index_offset)
-        data = self.file.read(index_size)
-        check(zlib.crc32(data[: -CRC.size]) == CRC.unpack_from(data, index_size - CRC.size)[0],
-              "chunk index checksum mismatch (file corrupt)")  # fmt: skip
-        magic, stored = INDEX_HEAD.unpack_from(data)
+        crc, left = 0, index_size - CRC.size
+        while left:  # a block at a time: memory does not grow with the record count
+            piece = self.file.read(min(INDEX_BLOCK, left))
+            check(len(piece) > 0, "file truncated (chunk index)")
+            crc, left = zlib.crc32(piece, crc), left - len(piece)
+        check(crc == CRC.unpack(self.file.read(CRC.size))[0], "chunk index checksum mismatch (file corrupt)")
+        self.file.seek(index_offset)
+        magic, stored = INDEX_HEAD.unpack(self.file.read(INDEX_HEAD.size))
         check(magic == INDEX_MAGIC and stored == count, "chunk index does not match the header")
         if not self.v2:
             check(count == h.chunk_count, "chunk index does not match the header")
-        entries, position, next_first = [], self.header_size, 0
+        entries, position, next_first = ChunkTable(), self.header_size, 0
         covered = 0  # chunks before this one that an update may no longer claim
+        rows = _index_rows(self.file, count, INDEX_V2 if self.v2 else INDEX_V1)
         for i in range(count):
             if self.v2:
-                offset, size, kind, coder, first_chunk, count_or_update, first, frames = INDEX_V2.unpack_from(
-                    data, INDEX_HEAD.size + i * entry_size)
+                offset, size, kind, coder, first_chunk, count_or_update, first, frames = next(rows)
             else:
-                offset, size, first, frames = INDEX_V1.unpack_from(data, INDEX_HEAD.size + i * entry_size)
+                offset, size, first, frames = next(rows)
                 kind, coder, first_chunk, count_or_update = TYPE_CHUNK, CODER_ZSTD, i, 0
             check(offset == position and size >= (RECORD if self.v2 else CHUNK_V1).size + CRC.size + (kind == TYPE_CHUNK)
                   and offset + size <= index_offset,
                   f"record {i}: offset or size out of range")  # fmt: skip
             position = offset + size
+            head = (RECORD if self.v2 else CHUNK_V1).size + CRC.size
+            if kind == TYPE_UPDATE:
+                check(size - head <= self.limits.max_update_payload, f"decoder update (record {i}): payload of "
+                      f"{size - head} bytes exceeds the {self.limits.max_update_payload}-byte limit")  # fmt: skip
             if kind != TYPE_CHUNK:
                 check(kind == TYPE_UPDATE or kind >= SKIPPABLE,
                       f"record {i} has payload type {kind}, which this reader does not know and must not skip "
@@ -222,7 +238,10 @@ class LfqReader:
                           and first_chunk + count_or_update <= h.chunk_count and first == frames == coder == 0,
                           f"record {i}: decoder update range out of order or out of range")  # fmt: skip
                     covered = first_chunk + count_or_update
-                self.others.append(RecordEntry(i, kind, offset, size, first_chunk, count_or_update))
+                if kind == TYPE_UPDATE or self.skipped[0] < LISTED_SKIPPED:  # memory: not one entry per skipped record
+                    self.others.append(RecordEntry(i, kind, offset, size, first_chunk, count_or_update))
+                if kind != TYPE_UPDATE:
+                    self.skipped = (self.skipped[0] + 1, self.skipped[1] + size)
                 continue
             n = len(entries)
             if h.cut_chunks:
@@ -234,6 +253,8 @@ class LfqReader:
             check(count_or_update == update + 1, f"chunk {n}: update reference does not match the index")
             check(coder in (CODER_ZSTD, CODER_CONTEXT, CODER_NET)[: 1 + h.coder if self.v2 else 1],
                   f"chunk {n}: unknown coder {coder}")  # fmt: skip
+            check(size - head <= payload_cap(kind, coder, h.chunk_bits(frames), self.limits),
+                  f"chunk {n}: payload of {size - head} bytes exceeds its limit")  # fmt: skip
             covered = max(covered, n + 1)
             entries.append(ChunkEntry(n, offset, size, first, frames, i, update, coder))
             next_first = first + frames
@@ -248,8 +269,9 @@ class LfqReader:
                 return e.record if e.first_chunk <= chunk < e.first_chunk + e.chunk_count else -1
         return -1
 
-    def _read_record(self, offset: int, size: int, what: str) -> tuple[tuple, bytes]:
-        """Header fields and checked payload of the record or 1.x chunk at ``offset``."""
+    def _read_record(self, offset: int, size: int, what: str, cap: int) -> tuple[tuple, bytes]:
+        """Header fields and checked payload of the record or 1.x chunk at ``offset``; a payload
+        over ``cap`` bytes is refused before it is read."""
         self.file.seek(offset)
         head_struct = RECORD if self.v2 else CHUNK_V1
         data = self.file.read(head_struct.size + CRC.size)
@@ -260,6 +282,7 @@ class LfqReader:
         check(fields[0] == magic and zlib.crc32(data[: head_struct.size]) == head_crc, f"{what}: header checksum mismatch")
         payload_size, payload_crc = fields[-2:] if self.v2 else (fields[5], fields[7])
         check(payload_size == size - len(data), f"{what}: payload size does not match the header")
+        check(payload_size <= cap, f"{what}: payload of {payload_size} bytes exceeds the {cap}-byte limit")
         payload = self.file.read(payload_size)
         check(len(payload) == payload_size, f"{what}: truncated")
         check(zlib.crc32(payload) == payload_crc, f"{what}: payload checksum mismatch (file corrupt)")
@@ -271,8 +294,9 @@ class LfqReader:
         their latent frame is asked for: memory is a few latent frames, whatever the chunk's size."""
         h, entry = self.header, self.chunks[i]
         n = entry.index
-        fields, payload = self._read_record(entry.offset, entry.size, f"chunk {n}")
         latent = h.latent_frames(entry.frame_count)
+        cap = payload_cap(TYPE_CHUNK, entry.coder, h.chunk_bits(entry.frame_count), self.limits)
+        fields, payload = self._read_record(entry.offset, entry.size, f"chunk {n}", cap)
         if self.v2:
             _, kind, coder, record, first_chunk, update, first, frames, stored_latent, raw_size = fields[:10]
             ok = (kind, record, first_chunk, update, coder) == (TYPE_CHUNK, entry.record, n, entry.update + 1, entry.coder)
@@ -300,10 +324,7 @@ class LfqReader:
         return _guarded(decode_bits(payload, shape, model), n)
 
     def _zstd_frames(self, payload: bytes, raw_size: int, shape: tuple[int, int, int, int], n: int) -> Iterator[np.ndarray]:
-        try:  # the zstd frame declares its content size: check it before anything is allocated
-            check(zstandard.frame_content_size(payload) == raw_size, f"chunk {n}: payload declares the wrong size")
-        except zstandard.ZstdError as exc:
-            raise FormatError(f"chunk {n}: cannot decompress payload ({exc})") from None
+        check_frame(payload, raw_size, f"chunk {n}", raw_size)  # one frame, its size declared: before allocating
         spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
         try:
             written = 0
@@ -332,7 +353,8 @@ class LfqReader:
         if at < 0 or i >= self.updates[at].first_chunk + self.updates[at].chunk_count:
             return None
         e = self.updates[at]
-        fields, payload = self._read_record(e.offset, e.size, f"decoder update (record {e.record})")
+        fields, payload = self._read_record(e.offset, e.size, f"decoder update (record {e.record})",
+                                            self.limits.max_update_payload)
         check(fields[1:6] == (TYPE_UPDATE, 0, e.record, e.first_chunk, e.chunk_count),
               f"decoder update (record {e.record}): header does not match the index")  # fmt: skip
         return e.record, payload
@@ -341,6 +363,14 @@ class LfqReader:
         """The chunks that hold frames ``start .. start+count-1``."""
         end = start + count
         return [c for c in self.chunks if c.first_frame < end and c.first_frame + c.frame_count > start]
+
+
+def _index_rows(file: BinaryIO, count: int, row: struct.Struct) -> Iterator[tuple]:
+    """``count`` index rows read from ``file``'s position a block at a time."""
+    per_block = max(1, INDEX_BLOCK // row.size)
+    for start in range(0, count, per_block):
+        data = file.read(row.size * min(per_block, count - start))
+        yield from row.iter_unpack(data)
 
 
 def _guarded(frames: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:

@@ -21,8 +21,10 @@ from safetensors import safe_open
 
 from .checkpoint import MODELS_DIR, LoadedModel, load_model, retired_model_note
 from .container import LfqReader, StreamHeader
+from .header import decode_header, header_bytes_limit
 from .entropy_store import find_by_id
-from .errors import FormatError, LfqError, ModelError
+from .errors import FormatError, LfqError, ModelError, shorten
+from .salvage import SalvageLog, chunk_spans
 from .tiling import DEFAULT_MAX_MEMORY, decoder_budget, describe_plan
 
 
@@ -38,21 +40,42 @@ def find_model_for(header: StreamHeader, model: str | os.PathLike | None = None)
                 if bytes.fromhex(sha)[:16] == header.model_id:
                     return path
     raise ModelError(
-        f"this file was made with model {name!r} ({header.model_id.hex()}), which is not installed"
+        f"this file was made with model {shorten(name)} ({header.model_id.hex()}), which is not installed"
         + (retired_model_note(header.model_id) or "; pass --model")
     )
+
+
+def _open(path: str | os.PathLike):
+    path = Path(path)
+    if path.is_dir():
+        raise LfqError(f"{path} is a directory, not an .lfq file")
+    try:
+        return open(path, "rb")
+    except OSError as exc:
+        raise LfqError(f"cannot open {path}: {exc.strerror or exc}") from None
+
+
+def read_header(path: str | os.PathLike) -> StreamHeader:
+    """The checked header of ``path`` alone: no index read, no salvage scan."""
+    with _open(path) as handle:
+        try:
+            return decode_header(handle.read(header_bytes_limit()))[0]
+        except FormatError as exc:
+            raise FormatError(f"{path}: {exc}") from None
+
+
+def check_output_rate(fps) -> None:
+    """Video outputs (FFmpeg through PyAV) take a frame rate whose terms are below 2^31; the
+    format allows 32-bit terms."""
+    if not (fps.numerator < 2**31 and fps.denominator < 2**31):
+        raise LfqError(f"frame rate {fps.numerator}/{fps.denominator} cannot be written to a video file "
+                       "(numerator and denominator must be below 2^31)")  # fmt: skip
 
 
 def open_reader(path: str | os.PathLike, salvage: bool = False, entropy: bool = False) -> tuple[LfqReader, object]:
     """An :class:`LfqReader` on ``path`` and its open file. ``entropy``: also load the entropy model
     a 2.0 file names (needed to read its context-coded chunks)."""
-    path = Path(path)
-    if path.is_dir():
-        raise LfqError(f"{path} is a directory, not an .lfq file")
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise LfqError(f"cannot open {path}: {exc.strerror or exc}") from None
+    handle = _open(path)
     try:
         reader = LfqReader(handle, salvage=salvage)
         if entropy and reader.header.entropy_id != bytes(16):
@@ -81,7 +104,7 @@ def check_against_model(src: str | os.PathLike, h: StreamHeader, loaded: LoadedM
     """Every header field the model determines must match it (FORMAT.md, "Checked against the model")."""
     if loaded.model_id != h.model_id:
         raise ModelError(
-            f"{src} was made with model {h.metadata.get('model_name', '?')!r} ({h.model_id.hex()}), "
+            f"{src} was made with model {shorten(h.metadata.get('model_name', '?'))} ({h.model_id.hex()}), "
             f"not {loaded.name!r} ({loaded.model_id.hex()})"
         )
     cfg = loaded.config
@@ -104,46 +127,7 @@ class DecodeReport:
     lost: list[tuple[int, int]] = field(default_factory=list)  # (first, last) frame ranges replaced or missing (salvage)
     lost_updates: list[tuple[int, int, int]] = field(default_factory=list)  # (record, first chunk, last chunk)
     mode: str = ""  # how the network ran (lfqcodec.inference.InferenceMode.describe)
-
-
-def chunk_spans(reader: LfqReader) -> Iterator[tuple[int | None, int, int]]:
-    """``(position in reader.chunks or None when missing, first frame, frame count)`` covering the
-    file in order up to its last intact chunk. Only a salvage reader has gaps: each becomes one
-    missing span (split at chunk boundaries when the chunk length is fixed)."""
-    h, covered = reader.header, 0
-
-    def gap(until: int) -> Iterator[tuple[None, int, int]]:
-        at = covered
-        while at < until:
-            stop = until if h.cut_chunks else min(until, (at // h.gop + 1) * h.gop)
-            yield None, at, stop - at
-            at = stop
-
-    for position, entry in enumerate(reader.chunks):
-        yield from gap(entry.first_frame)
-        yield position, entry.first_frame, entry.frame_count
-        covered = entry.first_frame + entry.frame_count
-
-
-def salvage_plan(reader: LfqReader, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
-    """Where salvaged output ends (the last intact chunk's end, at most ``end``) and the frame
-    ranges after it that are reported lost, not synthesised. Refuses to fill gaps longer in total
-    than the frames recovered plus one chunk length (FORMAT.md, "Salvage")."""
-    if not reader.chunks:
-        raise FormatError("no intact chunk found: nothing to salvage")
-    last = reader.chunks[-1].first_frame + reader.chunks[-1].frame_count
-    stop = min(end, last)
-    recovered = missing = 0
-    for position, first, count in chunk_spans(reader):
-        inside = max(0, min(first + count, stop) - max(first, start))
-        if position is None:
-            missing += inside
-        else:
-            recovered += inside
-    if missing > recovered + reader.header.gop:
-        raise FormatError(f"only {recovered} frames of {start}..{stop - 1} are intact; salvage will not "
-                          f"synthesise the {missing} lost ones")  # fmt: skip
-    return stop, ([(max(start, last), end - 1)] if end > last else [])
+    notes: list[str] = field(default_factory=list)  # salvage: every frame invented, record skipped or not trusted
 
 
 def decode_frames(
@@ -157,6 +141,7 @@ def decode_frames(
     salvage: bool = False,
     lost: list[tuple[int, int]] | None = None,
     lost_updates: list[tuple[int, int, int]] | None = None,
+    salvage_notes: list[str] | None = None,
     max_pixels: int | None = DEFAULT_MAX_PIXELS,
     precision: str = "auto",
     max_memory: int = DEFAULT_MAX_MEMORY,
@@ -185,10 +170,11 @@ def decode_frames(
             raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
         loaded = model if isinstance(model, LoadedModel) else load_model(find_model_for(h, model))
         check_against_model(src, h, loaded)
-        if salvage:
-            end, tail = salvage_plan(reader, start, end)
+        log = SalvageLog(reader, start, end) if salvage else None  # refuses a plan the bound rules out
+        if log is not None:
+            end = log.stop
             if lost is not None:
-                lost.extend(tail)
+                lost.extend(log.lost_tail())
         budget = decoder_budget(max_memory, h.width * h.height, writer_suffix)
         codec = Codec(loaded, select_device(device), window, precision, budget)
         if notes is not None:
@@ -196,21 +182,28 @@ def decode_frames(
             notes.append(describe_plan(codec.tile_plan(h.height, h.width)))
         previous = np.full((h.height, h.width, 3), 128, dtype=np.uint8)
         try:
-            for position, first, count in chunk_spans(reader):
-                if first + count <= start or first >= end:
-                    continue
-                blocks: Iterable[np.ndarray]
-                try:
-                    if position is None:
-                        raise FormatError(f"frames {first}..{first + count - 1}: chunk not found")
-                    _apply_update(reader, codec, reader.chunks[position].index, salvage, lost_updates)
-                    blocks = codec.decode_chunk(reader.iter_chunk(position), count, h.height, h.width)
-                except FormatError as exc:
-                    if not salvage:
-                        raise FormatError(f"{src}: {exc}") from None
+            for position, first, count in chunk_spans(reader, start, end):
+                blocks: Iterable[np.ndarray] | None = None
+                if position is not None:
+                    try:
+                        entry = reader.chunks[position]
+                        if log is not None and entry.coder:  # its whole stream checked before a frame is output
+                            for _ in reader.iter_chunk(position):
+                                pass
+                        _apply_update(reader, codec, position, log, lost_updates)
+                        blocks = codec.decode_chunk(reader.iter_chunk(position), count, h.height, h.width)
+                    except FormatError as exc:
+                        if log is None:
+                            raise FormatError(f"{src}: {exc}") from None
+                        span = log.fill(first, count, str(exc), damaged=True)
+                else:
+                    span = log.fill(first, count, "chunk not found", damaged=False)
+                if blocks is None:
                     if lost is not None:
-                        lost.append((max(first, start), min(first + count, end) - 1))
-                    blocks = [np.broadcast_to(previous, (count, *previous.shape))]
+                        lost.append(span)
+                    blocks = (block for block in [np.broadcast_to(previous, (count, *previous.shape))])
+                elif log is not None:
+                    log.decoded += 1
                 at = first
                 decoded = iter(blocks)
                 with contextlib.closing(decoded) if hasattr(decoded, "close") else contextlib.nullcontext():
@@ -223,24 +216,39 @@ def decode_frames(
                         at += len(block)
                         if at >= end:
                             break
+            if log is not None:
+                log.finish()
+                if salvage_notes is not None:
+                    salvage_notes.extend(log.lines())
         finally:
             codec.use_update(None)  # a caller's model gets its own weights back
 
 
-def _apply_update(reader: LfqReader, codec, chunk: int, salvage: bool, lost_updates: list | None) -> None:
-    """Give the codec the decoder update covering ``chunk`` (FORMAT.md, payload type 1)."""
-    try:
-        update = reader.update_for_chunk(chunk)
-        codec.use_update(update)  # parses the payload: a damaged one is refused here
+def _apply_update(reader: LfqReader, codec, position: int, log: SalvageLog | None, lost_updates: list | None) -> None:
+    """Give the codec the decoder update for the chunk at ``position`` (FORMAT.md, payload type 1).
+    Salvage applies an update only to a chunk that names it, and says so when it cannot."""
+    entry = reader.chunks[position]
+    if log is None:
+        codec.use_update(reader.update_for_chunk(entry.index))  # parses the payload: a damaged one is refused here
         return
+    covering = next((e for e in reader.updates if e.first_chunk <= entry.index < e.first_chunk + e.chunk_count), None)
+    codec.use_update(None)
+    if covering is not None and covering.record != entry.update:
+        log.note(f"decoder update (record {covering.record}) covers chunk {entry.index}, which names "
+                 + (f"record {entry.update}" if entry.update >= 0 else "none") + ": not applied to it")
+    if entry.update < 0:
+        return
+    if covering is None or covering.record != entry.update:
+        log.note(f"chunk {entry.index} names decoder update (record {entry.update}), which was not found: "
+                 "decoded without it")  # fmt: skip
+        return
+    try:
+        codec.use_update(reader.update_for_chunk(entry.index))
     except FormatError:
-        if not salvage:
-            raise
-        entry = next(e for e in reader.updates if e.first_chunk <= chunk < e.first_chunk + e.chunk_count)
-        info = (entry.record, entry.first_chunk, entry.first_chunk + entry.chunk_count - 1)
+        codec.use_update(None)
+        info = (covering.record, covering.first_chunk, covering.first_chunk + covering.chunk_count - 1)
         if lost_updates is not None and info not in lost_updates:
             lost_updates.append(info)
-    codec.use_update(None)
 
 
 def decode_file(
@@ -276,10 +284,9 @@ def decode_file(
     started = time.time()
     suffix = check_output_format(dst)
     dst = check_destination(dst, overwrite, (src,))
-    reader, handle = open_reader(src, salvage)
-    with handle:
-        h = reader.header
+    h = read_header(src)  # the reader (and a salvage scan) runs once, in decode_frames
     check_size(h, max_pixels)
+    check_output_rate(h.fps)
     if suffix == ".png" and frames is None:
         frames = 1
     count = max(0, min(h.frame_count, start + (frames if frames is not None else h.frame_count)) - start)
@@ -289,10 +296,12 @@ def decode_file(
         )
     lost: list[tuple[int, int]] = []
     lost_updates: list[tuple[int, int, int]] = []
+    salvage_notes: list[str] = []
     notes: list[str] = []
     decoded = decode_frames(src, device=device, start=start, frames=frames, model=model, window=window,
-                            salvage=salvage, lost=lost, lost_updates=lost_updates, max_pixels=max_pixels,
-                            precision=precision, max_memory=max_memory, writer_suffix=suffix, notes=notes)  # fmt: skip
+                            salvage=salvage, lost=lost, lost_updates=lost_updates, salvage_notes=salvage_notes,
+                            max_pixels=max_pixels, precision=precision, max_memory=max_memory, writer_suffix=suffix,
+                            notes=notes)  # fmt: skip
     first = next(decoded)  # runs the checks before an output file is created
     written = 0
     with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
@@ -309,4 +318,4 @@ def decode_file(
         except BaseException:
             writer.abort()
             raise
-    return DecodeReport(dst, written, time.time() - started, lost, lost_updates, "; ".join(notes))
+    return DecodeReport(dst, written, time.time() - started, lost, lost_updates, "; ".join(notes), salvage_notes)

@@ -340,18 +340,46 @@ def coded_logits(bits: np.ndarray, model: EntropyModel) -> np.ndarray:
 
 def decode_bits(payload: bytes, shape: tuple[int, int, int, int], model: EntropyModel) -> Iterator[np.ndarray]:
     """Inverse of :func:`encode_bits`, one latent frame at a time: yields bool ``b x gh x gw``
-    ``T'`` times. Garbage in gives garbage bits, never more work than ``shape`` says."""
+    ``T'`` times. Garbage in gives garbage bits, never more work than ``shape`` says.
+
+    The payload must be exactly the stream :func:`encode_bits` makes of the bits it decodes to
+    (FORMAT.md, "Payloads end where their stream ends"): the decoded symbols are coded again as they
+    come, a payload shorter than that stream is refused as soon as it is known (the decoder would be
+    reading zeros past its end), and one with other or further words before the last latent frame
+    is given out."""
     b, latent, h, w = shape
     if len(payload) % 4:
         raise ValueError("range-coded payload is not a whole number of 32-bit words")
-    decoder = constriction.stream.queue.RangeDecoder(np.frombuffer(payload, dtype="<u4").astype(np.uint32))
+    words = np.frombuffer(payload, dtype="<u4").astype(np.uint32)
+    decoder = constriction.stream.queue.RangeDecoder(words)
+    encoder = constriction.stream.queue.RangeEncoder()
     state = _State(model, (b, h, w))
     family = _family()
+
+    def coded(pairs: np.ndarray) -> np.ndarray:
+        symbols = np.asarray(decoder.decode(family, pairs), dtype=np.int32)
+        encoder.encode(symbols, family, pairs)
+        return symbols
+
     if state.net is not None and latent:
-        state.choice[:] = int(decoder.decode(family, _HALF)[0]) * GAINS.size  # mode of latent frames 0 and 1
-    for _ in range(latent):
+        state.choice[:] = int(coded(_HALF)[0]) * GAINS.size  # mode of latent frames 0 and 1
+    for t in range(latent):
         for k in range(b):
             for phase in (0, 1):
-                pairs = state.pairs_for(k, phase)
-                state.cur[phase][k] = np.asarray(decoder.decode(family, pairs), dtype=np.uint8)
-        yield state.end_frame()
+                state.cur[phase][k] = coded(state.pairs_for(k, phase)).astype(np.uint8)
+        if encoder.num_words() > len(words):
+            raise ValueError("range-coded payload ends before its last symbol")
+        frame = state.end_frame()
+        if t == latent - 1:
+            _check_stream_end(words, encoder.get_compressed())
+        yield frame
+
+
+def _check_stream_end(words: np.ndarray, stream: np.ndarray) -> None:
+    """The payload's words must be the re-coded stream, no more, no fewer."""
+    if len(stream) > len(words):
+        raise ValueError("range-coded payload ends before its last symbol")
+    if len(stream) < len(words) and np.array_equal(words[: len(stream)], stream):
+        raise ValueError(f"range-coded payload has {4 * (len(words) - len(stream))} bytes after the end of its stream")
+    if not np.array_equal(words, stream):
+        raise ValueError("range-coded payload is not the stream of the bits it decodes to")

@@ -1,5 +1,13 @@
 """The one exception type users of lfqcodec need to catch."""
 
+NAME_CHARS = 80  # a name from a file (model name, metadata) is cut to this many characters in a message
+
+
+def shorten(name: object, limit: int = NAME_CHARS) -> str:
+    """``repr(name)``, cut to about ``limit`` characters: messages stay one short line whatever a file holds."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[: limit - 20]}...({len(text)} characters)"
+
 
 class LfqError(Exception):
     """A problem with the user's input or environment, reported as one line.

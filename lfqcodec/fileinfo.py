@@ -80,7 +80,9 @@ def read_info(path: str | os.PathLike) -> dict:
                              "chunks": e.chunk_count} for e in updates],  # fmt: skip
             },
             "skipped_records": [{"record": e.record, "type": e.type, "bytes": e.size}
-                                for e in reader.others if e.type != TYPE_UPDATE],  # fmt: skip
+                                for e in reader.others if e.type != TYPE_UPDATE],  # fmt: skip (the first 100)
+            "skipped_count": reader.skipped[0],
+            "skipped_bytes": reader.skipped[1],
             "context_coded_chunks": sum(c.coder != CODER_ZSTD for c in reader.chunks),
         }
 

@@ -4,6 +4,7 @@ limits every reader checks before it allocates anything ("Limits")."""
 from __future__ import annotations
 
 import json
+import math
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -86,8 +87,54 @@ def check(condition: bool, message: str) -> None:
         raise FormatError(message)
 
 
+# Metadata keys this format defines: each holds a string (FORMAT.md, "File header").
+STRING_KEYS = ("model_name", "quality", "encoder", "preset", "precision", "search_steps", "source_codec",
+               "source_pix_fmt", "source_color_range", "source_colorspace", "source_color_primaries",
+               "source_color_trc", "source_rotation", "conversion", "timing")  # fmt: skip
+MAX_DEPTH = 32  # arrays and objects nested in the metadata object, at most
+
+
 def encode_metadata(metadata: dict) -> bytes:
-    return json.dumps(metadata, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    """Strict JSON: ``NaN`` and infinities are refused (``ValueError``), as the reader does."""
+    return json.dumps(metadata, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is not finite")
+    return value
+
+
+def _not_json(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _depth(value: object) -> int:
+    """How deep arrays and objects nest in ``value`` (iterative: no recursion on hostile input)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            stack.extend((v, depth + 1) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def decode_metadata(data: bytes) -> dict:
+    """The header's metadata: a strict JSON object (RFC 8259: no ``NaN`` or ``Infinity``, every
+    number finite), nested at most ``MAX_DEPTH`` deep, the keys in ``STRING_KEYS`` strings."""
+    try:
+        metadata = json.loads(data.decode("utf-8"), parse_constant=_not_json, parse_float=_finite)
+    except RecursionError:
+        raise FormatError("header metadata is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError):
+        raise FormatError("header metadata is not valid UTF-8 JSON (strict: finite numbers only)") from None
+    check(isinstance(metadata, dict), "header metadata must be a JSON object")
+    check(_depth(metadata) <= MAX_DEPTH, f"header metadata is nested more than {MAX_DEPTH} deep")
+    wrong = [k for k in STRING_KEYS if k in metadata and not isinstance(metadata[k], str)]
+    check(not wrong, f"header metadata: {wrong[0] if wrong else ''} must be a string")
+    return metadata
 
 
 def encode_header(h: StreamHeader) -> bytes:
@@ -151,11 +198,7 @@ def decode_header(data: bytes, limits: Limits = LIMITS) -> tuple[StreamHeader, i
     check(zlib.crc32(data[: size - _CRC.size]) == crc, "header checksum mismatch (file corrupt)")
     check(reserved1 == 0 and reserved2 == 0, "reserved header fields are not zero")
     check(fps_d != 0 and tb_d != 0, "zero denominator in frame rate or time base")
-    try:
-        metadata = json.loads(data[at + 4 : size - _CRC.size].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise FormatError("header metadata is not valid UTF-8 JSON") from None
-    check(isinstance(metadata, dict), "header metadata must be a JSON object")
+    metadata = decode_metadata(data[at + 4 : size - _CRC.size])
     header = StreamHeader(
         model_id, width, height, frames, Fraction(fps_n, fps_d), Fraction(tb_n, tb_d), bits, model_bits,
         tf, sf, gop, gh, gw, chunks, flags, metadata, (major, minor), coder, entropy_id,

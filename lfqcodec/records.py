@@ -4,8 +4,10 @@ chunk indexes and the trailer (``docs/FORMAT.md``, "Chunks", "Records", "Chunk i
 
 from __future__ import annotations
 
+import array
 import struct
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 CHUNK_MAGIC = b"LFQC"  # 1.x chunk header
@@ -27,7 +29,7 @@ TRAILER = struct.Struct("<Q4sI")
 CRC = struct.Struct("<I")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: one per chunk of the file, millions in a hostile one
 class ChunkEntry:
     index: int  # chunk number
     offset: int  # byte offset of the chunk header / record in the file
@@ -39,7 +41,38 @@ class ChunkEntry:
     coder: int = 0  # 0: zstd bit planes, 1: context model
 
 
-@dataclass(frozen=True)
+class ChunkTable(Sequence):
+    """The chunks of a file, in order, as a sequence of :class:`ChunkEntry`: held as 8 int64 a chunk
+    (64 bytes, not a Python object each), so a file of millions of tiny chunks stays small."""
+
+    WIDTH = 8  # fields of ChunkEntry
+
+    def __init__(self, entries: Iterable[ChunkEntry] = ()):
+        self.rows = array.array("q")
+        for entry in entries:
+            self.append(entry)
+
+    def append(self, entry: ChunkEntry) -> None:
+        e = entry
+        self.rows.extend((e.index, e.offset, e.size, e.first_frame, e.frame_count, e.record, e.update, e.coder))
+
+    def __len__(self) -> int:
+        return len(self.rows) // self.WIDTH
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError("chunk position out of range")
+        at = (i % n) * self.WIDTH
+        return ChunkEntry(*self.rows[at : at + self.WIDTH])
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Sequence) and list(self) == list(other)
+
+
+@dataclass(frozen=True, slots=True)
 class RecordEntry:
     """A 2.0 record that is not a chunk: a decoder update or a skipped (unknown, skippable) type."""
 
@@ -49,6 +82,16 @@ class RecordEntry:
     size: int
     first_chunk: int
     chunk_count: int
+
+
+def payload_cap(kind: int, coder: int, chunk_bits: int, limits) -> int:
+    """Most payload bytes a record may hold (FORMAT.md, "Limits"), checked before it is read:
+    ``chunk_bits`` is ``b * L * gh * gw`` of a chunk; skipped types are never read."""
+    if kind == TYPE_UPDATE:
+        return limits.max_update_payload
+    if kind == TYPE_CHUNK:
+        return limits.max_chunk_payload if coder == 0 else min(limits.max_chunk_payload, 2 * chunk_bits + 16)
+    return 1 << 32
 
 
 def with_crc(body: bytes) -> bytes:

@@ -1,0 +1,339 @@
+"""Fuzz the ``.lfq`` 2.x reader: mutated real and hand-built files, decoder updates included.
+
+Seeds: a real encode of the test clip by the shipped model (``--real-frames``, 0 to skip), files
+written by ``LfqWriter`` with the shipped entropy model (coder 2 and its tables alone, coder 1), with
+zstd bit planes, with cut chunks, with decoder updates fitted-like (quantised random changes of the
+shipped decoder), with skippable records, and without an index (for salvage). Each execution takes
+a seed (or two, spliced), mutates it (byte flips, interesting 32-bit values in fields, cuts, inserts,
+deletions, duplicated slices, trailing junk) and, most of the time, recomputes every checksum the
+format has (header, record headers and payloads, index, trailer) so that the mutation reaches the
+parsers behind them. A worker process then runs on it what ``info``, ``tokens`` and ``decode
+--salvage`` run before the network: the header, the index, every chunk's bits, every update parsed
+against the shipped decoder, the salvage scan and plan and every chunk's bits again as salvage reads
+them. Frames above 640x480 are refused as ``--max-pixels 307200`` would (valid files may ask for
+minutes of work, docs/UNTRUSTED.md).
+
+Counted: executions, what the normal reader and salvage each did (accepted, or refused in one line
+with ``LfqError``), tracebacks (any other exception, or a refusal of more than one line), hangs (an input over ``--hang-seconds``, 10 s) and over-allocations (worker RSS over
+``--max-rss-mib``, 2 GiB). Each failing input is saved next to the results JSON, which records the
+command, the machine, its CPU flags and the date.
+
+    nice -n 10 python benchmarks/fuzz_reader.py --executions 100000 --out benchmarks/results/fuzz-reader.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import struct
+import sys
+import tempfile
+import time
+import traceback
+import zlib
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+MAX_PIXELS = 640 * 480
+INTERESTING = (0, 1, 2, 4, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 2**24, 2**31 - 1, 2**31, 2**32 - 1)
+
+
+# --- seeds ----------------------------------------------------------------------------------------------------
+
+
+def _bits(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    bits = np.empty(shape, dtype=bool)
+    bits[:, 0] = rng.random(bits[:, 0].shape) > 0.5
+    for t in range(1, shape[1]):
+        bits[:, t] = bits[:, t - 1] ^ (rng.random(bits[:, t].shape) < 0.05)
+    return bits
+
+
+def seeds(real_frames: int, workdir: Path) -> list[bytes]:
+    """Valid 2.x files of every layout the writers make, and a few hand-built ones."""
+    import torch
+
+    from lfqcodec.adapt import UpdateSpec, quantize, slots
+    from lfqcodec.checkpoint import load_model
+    from lfqcodec.container import LfqWriter, StreamHeader
+    from lfqcodec.entropy_store import load_entropy_model
+    from lfqcodec.records import RecordEntry, record_header
+
+    loaded = load_model(ROOT / "models" / "lfq-base.safetensors")
+    entropy = load_entropy_model(ROOT / "models" / "lfq-base.entropy")
+    cfg, rng = loaded.config, np.random.default_rng(0)
+    out = []
+    if real_frames:
+        from lfqcodec.api import encode_file
+
+        path = workdir / "real.lfq"
+        encode_file(ROOT / "tests" / "data" / "carphone_33f.mp4", path, model=loaded.path, quality="low", gop=5,
+                    device="cpu", overwrite=True, max_frames=real_frames)  # fmt: skip
+        out.append(path.read_bytes())
+    spec = UpdateSpec()
+    layout = slots(loaded.tokenizer.decoder, spec)
+    changes = [torch.from_numpy(rng.normal(0, 0.01, s.shape).astype(np.float32)) for s in layout]
+    update = quantize(spec, changes).to_bytes(level=3)
+    layouts = ((16, entropy, [9, 9, 3], False, 32), (16, entropy.base(), [5, 5], True, 24),
+               (4, None, [5, 3, 5, 1], False, 40), (32, entropy, [5], True, 16))  # coder 2, 1, zstd + cuts, 32 bits
+    for bits, model, frames, updates, side in layouts:
+        height = side * 3 // 4
+        h = StreamHeader(model_id=loaded.model_id, width=side, height=height, frame_count=0, fps=Fraction(25),
+                         time_base=Fraction(1, 25), bits=bits, model_bits=cfg.num_bits, temporal_factor=4,
+                         spatial_factor=8, gop=9 if max(frames) == 9 else 5, grid_height=-(-height // 8),
+                         grid_width=-(-side // 8), metadata={"model_name": "lfq-base", "quality": "medium"})  # fmt: skip
+        buf = io.BytesIO()
+        writer = LfqWriter(buf, h, zstd_level=3, entropy_model=model)
+        for i, n in enumerate(frames):
+            if updates and i == 0:
+                writer.write_update(update, 0, len(frames))
+            if i == 1:  # an ancillary record: skipped by readers that do not know it
+                head = record_header(0x8000 + i, 0, writer._records, 0, 0, 0, 0, 0, 0, b"note")
+                writer.others.append(RecordEntry(writer._records, 0x8000 + i, writer._position(), len(head) + 4, 0, 0))
+                writer.file.write(head + b"note")
+            writer.write_chunk(_bits((bits, h.latent_frames(n), h.grid_height, h.grid_width), rng), n)
+        writer.close()
+        data = buf.getvalue()
+        out += [data, data[: len(data) * 2 // 3]]  # whole, and cut (no index: salvage)
+    return out
+
+
+# --- mutation -------------------------------------------------------------------------------------------------
+
+
+def fix_checksums(data: bytearray) -> bytearray:
+    """Recompute every CRC the format has, where the structure around it is still recognisable."""
+    if len(data) >= 16:
+        size = struct.unpack_from("<I", data, 12)[0]
+        if 8 <= size <= len(data):
+            struct.pack_into("<I", data, size - 4, zlib.crc32(data[: size - 4]))
+    at, fixes = data.find(b"LFQR"), 0
+    while 0 <= at and at + 48 <= len(data) and fixes < 20000:
+        payload = struct.unpack_from("<I", data, at + 36)[0]
+        if at + 48 + payload <= len(data):
+            struct.pack_into("<I", data, at + 40, zlib.crc32(data[at + 48 : at + 48 + payload]))
+        struct.pack_into("<I", data, at + 44, zlib.crc32(data[at : at + 44]))
+        at, fixes = data.find(b"LFQR", at + 1), fixes + 1
+    if len(data) >= 36:
+        index = struct.unpack_from("<Q", data, len(data) - 16)[0]
+        if index + 12 <= len(data) - 16:
+            struct.pack_into("<I", data, len(data) - 20, zlib.crc32(data[index : len(data) - 20]))
+        struct.pack_into("<I", data, len(data) - 4, zlib.crc32(data[len(data) - 16 : len(data) - 4]))
+    return data
+
+
+def mutate(corpus: list[bytes], rng: np.random.Generator) -> bytes:
+    data = bytearray(corpus[rng.integers(len(corpus))])
+    for _ in range(int(rng.integers(1, 4))):
+        n = len(data)
+        op = int(rng.integers(8))
+        at = int(rng.integers(max(1, n)))
+        if op == 0 and n:  # flip bytes
+            for i in rng.integers(0, n, int(rng.integers(1, 9))):
+                data[i] ^= 1 << int(rng.integers(8))
+        elif op == 1 and n >= 4:  # an interesting value in an aligned field
+            at -= at % 2
+            value = INTERESTING[rng.integers(len(INTERESTING))]
+            if at + 4 <= n:
+                struct.pack_into("<I", data, at, value & 0xFFFFFFFF)
+        elif op == 2:  # cut
+            del data[at:]
+        elif op == 3:  # insert random bytes
+            data[at:at] = rng.integers(0, 256, int(rng.integers(1, 64)), dtype=np.uint8).tobytes()
+        elif op == 4:  # delete a slice
+            del data[at : at + int(rng.integers(1, 256))]
+        elif op == 5:  # duplicate a slice (a record twice, a record moved)
+            size = int(rng.integers(1, 2048))
+            data[at:at] = data[at : at + size]
+        elif op == 6:  # trailing junk, sometimes a run of magics
+            junk = b"LFQR" * int(rng.integers(1, 4096)) if rng.random() < 0.3 else rng.bytes(int(rng.integers(1, 4096)))
+            data += junk
+        else:  # splice another seed's tail
+            other = corpus[rng.integers(len(corpus))]
+            data = data[:at] + other[int(rng.integers(max(1, len(other)))) :]
+    if rng.random() < 0.7:
+        data = fix_checksums(data)
+    return bytes(data)
+
+
+# --- the target, in a worker process --------------------------------------------------------------------------
+
+
+def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
+    from lfqcodec.adapt import DecoderUpdate
+    from lfqcodec.container import LfqReader
+    from lfqcodec.decoding import check_size
+    from lfqcodec.errors import LfqError, ModelError
+    from lfqcodec.fileinfo import read_info
+    from lfqcodec.salvage import SalvageLog
+
+    outcome = []
+    for salvage in (False, True):
+        mode = "salvage" if salvage else "reader"
+        try:
+            reader = LfqReader(io.BytesIO(data), salvage=salvage)
+            reader.entropy_model = models.get(reader.header.entropy_id)
+            check_size(reader.header, MAX_PIXELS)
+            if salvage:
+                SalvageLog(reader, 0, max(1, reader.header.frame_count))
+            for position in range(len(reader.chunks)):
+                try:
+                    update = reader.update_for_chunk(reader.chunks[position].index)
+                    if update is not None:
+                        DecoderUpdate.from_bytes(update[1], decoder)
+                    for _ in reader.iter_chunk(position):
+                        pass
+                except (LfqError, ModelError):
+                    if not salvage:
+                        raise
+            if not salvage:
+                tmp.write_bytes(data)
+                read_info(tmp)
+            outcome.append(f"{mode} accepted")
+        except LfqError as exc:
+            if "\n" in str(exc):
+                raise AssertionError(f"a refusal of more than one line: {str(exc)[:200]!r}") from None
+            outcome.append(f"{mode} refused")
+    return ", ".join(outcome)
+
+
+def worker(conn, tmp: str) -> None:
+    from lfqcodec.checkpoint import load_model
+    from lfqcodec.entropy_store import load_entropy_model
+
+    loaded = load_model(ROOT / "models" / "lfq-base.safetensors")
+    entropy = load_entropy_model(ROOT / "models" / "lfq-base.entropy")
+    models = {entropy.model_id: entropy, entropy.base_id: entropy.base()}
+    conn.send("ready")
+    while True:
+        data = conn.recv()
+        if data is None:
+            return
+        started = time.time()
+        try:
+            result = (_target(data, models, loaded.tokenizer.decoder, Path(tmp)), "")
+        except Exception:
+            result = ("traceback", traceback.format_exc(limit=8))
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+        conn.send((*result, time.time() - started, rss))
+
+
+def _rss_mib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) // 1024 for line in status if line.startswith("VmRSS"))
+    except (OSError, StopIteration):
+        return 0
+
+
+class Worker:
+    def __init__(self, tmp: str):
+        context = multiprocessing.get_context("spawn")
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=worker, args=(child, tmp), daemon=True)
+        self.process.start()
+        assert self.conn.recv() == "ready"
+
+    def run(self, data: bytes, hang: float, max_rss: int) -> tuple[str, str, float, int]:
+        self.conn.send(data)
+        deadline = time.time() + hang
+        while not self.conn.poll(0.05):
+            rss = _rss_mib(self.process.pid)
+            if rss > max_rss:
+                return "over-allocation", f"RSS {rss} MiB", 0.0, rss
+            if time.time() > deadline or not self.process.is_alive():
+                return ("hang" if self.process.is_alive() else "crash"), "", hang, rss
+        return self.conn.recv()
+
+    def stop(self) -> None:
+        self.process.kill()
+        self.process.join()
+
+
+def _cpu() -> dict:
+    info = {"processor": platform.processor(), "cores": os.cpu_count(), "flags": []}
+    with open("/proc/cpuinfo") as cpuinfo:
+        for line in cpuinfo:
+            if line.startswith("model name") and "model" not in info:
+                info["model"] = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                info["flags"] = line.split(":", 1)[1].split()
+                break
+    return info
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--executions", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--real-frames", type=int, default=5,
+                        help="frames of the test clip to encode as a seed (0: none)")  # fmt: skip
+    parser.add_argument("--hang-seconds", type=float, default=10.0)
+    parser.add_argument("--max-rss-mib", type=int, default=2048)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz-reader.json")
+    args = parser.parse_args()
+    rng = np.random.default_rng(args.seed)
+    failures_dir = args.out.with_suffix("")
+    counts = {"traceback": 0, "hang": 0, "over-allocation": 0, "crash": 0}  # and each "reader ..., salvage ..." pair
+    failures, slowest, peak = [], 0.0, 0
+    with tempfile.TemporaryDirectory() as tmp:
+        corpus = seeds(args.real_frames, Path(tmp))
+        current = Worker(str(Path(tmp) / "input.lfq"))
+        started = time.time()
+        for i in range(args.executions):
+            data = mutate(corpus, rng) if i >= len(corpus) else corpus[i]
+            outcome, detail, seconds, rss = current.run(data, args.hang_seconds, args.max_rss_mib)
+            counts[outcome] = counts.get(outcome, 0) + 1
+            slowest, peak = max(slowest, seconds), max(peak, rss)
+            ran = outcome.startswith("reader")
+            if not ran or rss > args.max_rss_mib:
+                if ran:
+                    counts["over-allocation"] += 1
+                name = hashlib.sha256(data).hexdigest()[:16] + ".lfq"
+                failures_dir.mkdir(parents=True, exist_ok=True)
+                (failures_dir / name).write_bytes(data)
+                failures.append({"execution": i, "outcome": outcome, "input": str(failures_dir / name),
+                                 "detail": detail[-2000:]})  # fmt: skip
+            if outcome in ("hang", "over-allocation", "crash") or rss > args.max_rss_mib // 2:
+                current.stop()
+                current = Worker(str(Path(tmp) / "input.lfq"))
+            if (i + 1) % 500 == 0:
+                print(f"{i + 1} executions, {counts}", file=sys.stderr, flush=True)
+        current.stop()
+    import constriction
+    import torch
+    import zstandard
+
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu()},
+        "versions": {"numpy": np.__version__, "zstandard": zstandard.__version__, "torch": torch.__version__,
+                     "constriction": getattr(constriction, "__version__", "0.5.0 (pinned)")},  # fmt: skip
+        "seeds": len(corpus),
+        "executions": args.executions,
+        "seconds": round(time.time() - started, 1),
+        "counts": counts,
+        "slowest_input_seconds": round(slowest, 2),
+        "peak_worker_rss_mib": peak,
+        "limits": {"hang_seconds": args.hang_seconds, "max_rss_mib": args.max_rss_mib, "max_pixels": MAX_PIXELS},
+        "failures": failures,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "failures")}))
+
+
+if __name__ == "__main__":
+    main()

@@ -18,7 +18,7 @@ from lfqcodec import inference, int8
 from lfqcodec.api import read_info
 from lfqcodec.checkpoint import MODELS_DIR, load_model
 from lfqcodec.cli import main
-from lfqcodec.inference import InferenceMode, choose_mode, decode_bits, encode_latents, prepare_tokenizer
+from lfqcodec.inference import InferenceMode, choose_mode, cpu_flags, decode_bits, encode_latents, native_bf16, prepare_tokenizer
 from lfqcodec.layers import streaming
 from lfqcodec.metrics import psnr
 
@@ -100,6 +100,8 @@ def test_int8_copy_keeps_the_ends_in_float_and_leaves_the_loaded_model_alone():
     assert not any(isinstance(m, int8.Int8CausalConv3d) for m in tokenizer.modules())
 
 
+@pytest.mark.skipif(not int8.int8_dot_products(cpu_flags())[0], reason="no int8 dot products on this CPU (AVX2's "
+                    "u8 x s8 pairs saturate 16-bit sums): the error bound is for VNNI / AMX; --precision auto runs fp32 here")
 def test_int8_streaming_equals_whole_clip_and_stays_near_float():
     tokenizer = tiny_tokenizer()
     fp32 = prepare_tokenizer(tokenizer, FP32)

@@ -37,7 +37,7 @@ from lfqcodec.inference import cpu_flags  # noqa: E402
 def level_table(rows: list[dict], levels: list[str]) -> list[str]:
     """Markdown lines: one row per clip and level, then the means with gain and rate ratio per step up."""
     lines = ["| clip | level | bpp | PSNR dB | VMAF |", "|---|---|---|---|---|"]
-    for r in rows:
+    for r in sorted(rows, key=lambda r: levels.index(r["quality"])):
         lines.append(f"| {r['clip']} | {r['quality']} | {r['bpp']:.4f} | {r['psnr_rgb']:.2f} | {r['vmaf']:.1f} |")
     means = {q: {k: float(np.mean([r[k] for r in rows if r["quality"] == q])) for k in ("bpp", "psnr_rgb", "vmaf")}
              for q in levels}  # fmt: skip
@@ -61,7 +61,8 @@ def moving_frame_picture(clip: Path, frames: int, models: list[tuple[str, str]],
     with tempfile.TemporaryDirectory() as tmp:
         for _, model in models:
             tiles = [source[frame]]
-            for quality in load_model(model).config.quality_bits:
+            bits = load_model(model).config.quality_bits
+            for quality in sorted(bits, key=bits.get):
                 lfq, back = Path(tmp) / "x.lfq", Path(tmp) / "x.mkv"
                 lfqcodec.encode_file(clip, lfq, model=model, quality=quality, device="cpu", max_frames=frames,
                                      overwrite=True)  # fmt: skip
@@ -99,7 +100,7 @@ def main() -> None:
     tables = []
     for label, model in (("base", args.base), ("model", args.model)):
         loaded = load_model(model)
-        levels = list(loaded.config.quality_bits)
+        levels = sorted(loaded.config.quality_bits, key=loaded.config.quality_bits.get)  # fewest bits first
         with tempfile.TemporaryDirectory() as pictures:  # eval_model's per-level side-by-sides: not kept
             rows = evaluate(args.clips, args.frames, model, args.gop, Path(pictures), qualities=tuple(levels))
         for r in rows:

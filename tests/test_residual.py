@@ -187,3 +187,14 @@ def test_the_design_of_an_installed_model_is_read_from_its_file(residual_model, 
     assert config.design == "LFQ, 6 sign bits + 6 residual bits (magnitude of channels 0-5)"
     assert installed_config(load_model(tiny_model).model_id, residual_model.parent) is None
     assert "12 sign bits" in load_model(tiny_model).config.design
+
+
+def test_no_entropy_model_serves_a_tokenizer_it_was_not_fitted_for(tmp_path, residual_model):
+    from lfqcodec.checkpoint import MODELS_DIR
+    from lfqcodec.entropy_store import find_for_tokenizer
+
+    grown = load_model(residual_model)
+    assert find_for_tokenizer(grown.model_id, MODELS_DIR) is None  # v6's tables code v6's bits only
+    report = encode_frames(iter(moving_pattern(5, 16, 16)), tmp_path / "z.lfq", width=16, height=16, fps=Fraction(25),
+                           model=residual_model, device="cpu")  # fmt: skip
+    assert any("no entropy model for tokenizer" in w for w in report.warnings)

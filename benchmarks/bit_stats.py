@@ -29,11 +29,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
-from lfqcodec.metrics import psnr
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.videoio import read_video_frames
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.data import to_model_range
+from lfqcodec.base.metrics import psnr
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.io.videoio import read_video_frames
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared/data/video"

@@ -18,10 +18,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
-from lfqcodec.metrics import psnr
-from lfqcodec.train import load_validation
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.data import to_model_range
+from lfqcodec.base.metrics import psnr
+from lfqcodec.training.validation import load_validation
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared/data/video"

@@ -6,7 +6,7 @@
 For a candidate trained with ``lfqcodec train --freeze-encoder`` (only the decoder changed), the bits
 of a clip are the same under both models, and so is the rate under any coder: the comparison is
 decoder against decoder at equal bits per pixel. The bits come from the base model (cached by
-:mod:`lfqcodec.token_cache`, chunks of 33 frames with scene cuts, as ``lfqcodec encode``), and a
+:mod:`lfqcodec.training.token_cache`, chunks of 33 frames with scene cuts, as ``lfqcodec encode``), and a
 candidate whose encoder differs from the base's is refused. Saves a picture per clip (source | base |
 candidate) of the frame where the candidate gains or loses the most, next to the JSON: JPEG at quality
 93 without chroma subsampling (about 46 dB against the frames, far above the decoders' 17-25 dB; a
@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from lfqcodec.api import Codec
-from lfqcodec.checkpoint import load_model
-from lfqcodec.heldout import measuring_clips
-from lfqcodec.metrics import psnr
-from lfqcodec.token_cache import clip_tokens
-from lfqcodec.videoio import VideoSource
+from lfqcodec.codec.chunks import Codec
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.heldout import measuring_clips
+from lfqcodec.base.metrics import psnr
+from lfqcodec.training.token_cache import clip_tokens
+from lfqcodec.io.videoio import VideoSource
 
 HERE = Path(__file__).resolve().parent
 PICTURE_QUALITY = 93

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfqcodec.api import Codec, _to_model
-from lfqcodec.atomic import atomic_write_text
-from lfqcodec.checkpoint import load_model
-from lfqcodec.device import deterministic, select_device
-from lfqcodec.search import SearchConfig
-from lfqcodec.videoio import read_video_frames
+from lfqcodec.codec.chunks import Codec, _to_model
+from lfqcodec.base.atomic import atomic_write_text
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.model.device import deterministic, select_device
+from lfqcodec.codec.search import SearchConfig
+from lfqcodec.io.videoio import read_video_frames
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfqcodec.api import Codec, select_device
-from lfqcodec.checkpoint import MODELS_DIR, load_model
-from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
-from lfqcodec.entropy import decode_bits, encode_bits
-from lfqcodec.entropy_store import find_for_tokenizer, load_entropy_model
-from lfqcodec.heldout import measuring_clips
-from lfqcodec.token_cache import clip_tokens
+from lfqcodec.codec.chunks import Codec
+from lfqcodec.model.device import select_device
+from lfqcodec.model.checkpoint import MODELS_DIR, load_model
+from lfqcodec.format.container import LfqReader, LfqWriter, StreamHeader
+from lfqcodec.entropy.coder import decode_bits, encode_bits
+from lfqcodec.entropy.store import find_for_tokenizer, load_entropy_model
+from lfqcodec.training.heldout import measuring_clips
+from lfqcodec.training.token_cache import clip_tokens
 
 DATA = Path.home() / ".cache/lfqcodec/data/video"
 TIMING_CLIP = DATA / "bigbuckbunny.mp4"  # 1280x720

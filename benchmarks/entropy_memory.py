@@ -22,7 +22,7 @@ import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-from lfqcodec.entropy_store import load_entropy_model
+from lfqcodec.entropy.store import load_entropy_model
 
 MODELS_DIR = Path(__file__).resolve().parents[1] / "models"
 
@@ -30,8 +30,8 @@ ENCODE = """
 import sys, time
 import numpy as np
 from pathlib import Path
-from lfqcodec.entropy import encode_bits
-from lfqcodec.entropy_store import load_entropy_model
+from lfqcodec.entropy.coder import encode_bits
+from lfqcodec.entropy.store import load_entropy_model
 model = load_entropy_model(sys.argv[1])
 model = model if sys.argv[2] == "2" else model.base()
 shape = tuple(int(v) for v in sys.argv[4].split(","))
@@ -44,8 +44,8 @@ print(time.perf_counter() - started)
 DECODE = """
 import resource, sys, time
 from pathlib import Path
-from lfqcodec.entropy import decode_bits
-from lfqcodec.entropy_store import load_entropy_model
+from lfqcodec.entropy.coder import decode_bits
+from lfqcodec.entropy.store import load_entropy_model
 model = load_entropy_model(sys.argv[1])
 model = model if sys.argv[2] == "2" else model.base()
 payload = Path(sys.argv[3]).read_bytes()

@@ -5,7 +5,7 @@
 Default clips are the two shared clips held out from training (bikes, carphone). For each clip and
 quality the clip's first ``--frames`` frames are encoded to ``.lfq`` (file size, container included,
 gives bits per pixel), decoded to lossless FFV1, and compared with the source frames: PSNR over RGB,
-MS-SSIM (mean over frames), VMAF (``vmaf_v0.6.1``, mean over frames, :mod:`lfqcodec.vmaf`; needs the
+MS-SSIM (mean over frames), VMAF (``vmaf_v0.6.1``, mean over frames, :mod:`lfqcodec.bench.vmaf`; needs the
 bench extra), the mean per-frame PSNR by position in the chunk (first frame, then
 each later latent frame: a decoder that loses quality far from the chunk's start shows it), and a flicker measure at chunk boundaries: the mean absolute error of
 the frame-to-frame change (decoded vs. source) on the first frame of each chunk, next to the same
@@ -31,12 +31,12 @@ import torch
 
 import lfqcodec
 from lfqcodec.api import DEFAULT_SCENECUT
-from lfqcodec.checkpoint import load_model
-from lfqcodec.errors import LfqError
-from lfqcodec.metrics import ms_ssim, psnr
-from lfqcodec.vmaf import settings as vmaf_settings
-from lfqcodec.vmaf import vmaf
-from lfqcodec.videoio import VideoWriter
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.base.errors import LfqError
+from lfqcodec.base.metrics import ms_ssim, psnr
+from lfqcodec.bench.vmaf import settings as vmaf_settings
+from lfqcodec.bench.vmaf import vmaf
+from lfqcodec.io.videoio import VideoWriter
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_CLIPS = [HERE.parent.parent / "shared/data/video/bikes.mp4", HERE.parent.parent / "shared/data/video/carphone_pristine.mp4"]

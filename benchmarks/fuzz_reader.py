@@ -64,11 +64,11 @@ def seeds(real_frames: int, workdir: Path) -> list[bytes]:
     """Valid 2.x files of every layout the writers make, and a few hand-built ones."""
     import torch
 
-    from lfqcodec.adapt import UpdateSpec, quantize, slots
-    from lfqcodec.checkpoint import load_model
-    from lfqcodec.container import LfqWriter, StreamHeader
-    from lfqcodec.entropy_store import load_entropy_model
-    from lfqcodec.records import RecordEntry, record_header
+    from lfqcodec.codec.adapt import UpdateSpec, quantize, slots
+    from lfqcodec.model.checkpoint import load_model
+    from lfqcodec.format.container import LfqWriter, StreamHeader
+    from lfqcodec.entropy.store import load_entropy_model
+    from lfqcodec.format.records import RecordEntry, record_header
 
     loaded = load_model(ROOT / "models" / "lfq-base.safetensors")
     entropy = load_entropy_model(ROOT / "models" / "lfq-base.entropy")
@@ -171,12 +171,12 @@ def mutate(corpus: list[bytes], rng: np.random.Generator) -> bytes:
 
 
 def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
-    from lfqcodec.adapt import DecoderUpdate
-    from lfqcodec.container import LfqReader
-    from lfqcodec.decoding import check_size
-    from lfqcodec.errors import LfqError, ModelError
-    from lfqcodec.fileinfo import read_info
-    from lfqcodec.salvage import SalvageLog
+    from lfqcodec.codec.adapt import DecoderUpdate
+    from lfqcodec.format.container import LfqReader
+    from lfqcodec.codec.decoding import check_size
+    from lfqcodec.base.errors import LfqError, ModelError
+    from lfqcodec.codec.fileinfo import read_info
+    from lfqcodec.format.salvage import SalvageLog
 
     outcome = []
     for salvage in (False, True):
@@ -209,8 +209,8 @@ def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
 
 
 def worker(conn, tmp: str) -> None:
-    from lfqcodec.checkpoint import load_model
-    from lfqcodec.entropy_store import load_entropy_model
+    from lfqcodec.model.checkpoint import load_model
+    from lfqcodec.entropy.store import load_entropy_model
 
     loaded = load_model(ROOT / "models" / "lfq-base.safetensors")
     entropy = load_entropy_model(ROOT / "models" / "lfq-base.entropy")

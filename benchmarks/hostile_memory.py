@@ -31,10 +31,10 @@ from pathlib import Path
 
 import zstandard
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.container import StreamHeader
-from lfqcodec.header import encode_header
-from lfqcodec.records import ChunkEntry, chunk_header_v1, index_bytes, trailer_bytes
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.format.container import StreamHeader
+from lfqcodec.format.header import encode_header
+from lfqcodec.format.records import ChunkEntry, chunk_header_v1, index_bytes, trailer_bytes
 
 HERE = Path(__file__).resolve().parent
 

@@ -30,8 +30,8 @@ sys.path.insert(0, str(HERE))
 
 import lfqcodec  # noqa: E402
 from eval_model import evaluate, read_frames  # noqa: E402
-from lfqcodec.checkpoint import load_model  # noqa: E402
-from lfqcodec.inference import cpu_flags  # noqa: E402
+from lfqcodec.model.checkpoint import load_model  # noqa: E402
+from lfqcodec.model.inference import cpu_flags  # noqa: E402
 
 
 def level_table(rows: list[dict], levels: list[str]) -> list[str]:

@@ -10,7 +10,7 @@
 #    with KEEP=1, clips whose JSON was made with the same weights are not run again.
 # 2. benchmarks/model_stats.py: parameters and FLOPs per pixel, into model_stats.json;
 # 3. benchmarks/model_card_table.py merges the clips into bench.json, bench.txt and rd.png (RD curves)
-#    and writes the tables into models/lfq-base.md and README.md (between their "results table" markers).
+#    and writes the tables into models/lfq-base.md and docs/RESULTS.md (between their "results table" markers).
 # Clips: ../shared/data (LFQ_SHARED_DATA) and ~/.cache/lfqcodec/data (LFQ_DATA; vtest.avi comes from
 # scripts/fetch_data.sh, city.mpg too, into heldout/). Needs the bench extra (pip install -e '.[bench]').
 set -euo pipefail
@@ -20,9 +20,9 @@ data=${LFQ_DATA:-$HOME/.cache/lfqcodec/data}
 model=${1:-}
 python=${PYTHON:-python}
 out=$here/results/model-card
-# the four held-out clips (lfqcodec/heldout.py), then the selection clips and vtest
+# the four held-out clips (lfqcodec/training/heldout.py), then the selection clips and vtest
 measuring=$(LFQ_SHARED_DATA=$shared LFQ_DATA=$data "$python" -c \
-  'from lfqcodec.heldout import measuring_clips; print(*measuring_clips(), sep="\n")')  # fails the script if it fails
+  'from lfqcodec.training.heldout import measuring_clips; print(*measuring_clips(), sep="\n")')  # fails the script if it fails
 mapfile -t clips <<< "$measuring"
 clips+=("$shared/video/carphone_pristine.mp4" "$shared/video/bikes.mp4" "$data/video/vtest.avi")
 for clip in "${clips[@]}"; do
@@ -30,7 +30,7 @@ for clip in "${clips[@]}"; do
 done
 mkdir -p "$out/clips" "$out/frames"
 "$python" "$here/model_stats.py" ${model:+--model "$model"} > "$out/model_stats.json"
-sha=$("$python" -c 'import sys; from lfqcodec.checkpoint import load_model; print(load_model(sys.argv[1] or None).sha256)' "$model")
+sha=$("$python" -c 'import sys; from lfqcodec.model.checkpoint import load_model; print(load_model(sys.argv[1] or None).sha256)' "$model")
 for clip in "${clips[@]}"; do
   name=$(basename "${clip%.*}")
   if [ "${KEEP:-0}" = 1 ] && grep -q "\"sha256\": \"$sha\"" "$out/clips/$name.json" 2>/dev/null; then

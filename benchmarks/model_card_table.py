@@ -1,14 +1,14 @@
-"""Merge per-clip ``lfqcodec bench`` JSON files and write the model card's and the README's tables.
+"""Merge per-clip ``lfqcodec bench`` JSON files and write the model card's tables and the short one of docs/RESULTS.md.
 
     python benchmarks/model_card_table.py benchmarks/results/model-card/clips/*.json --out benchmarks/results/model-card
-        [--card models/lfq-base.md] [--readme README.md] [--note CLIP=TEXT ...]
+        [--card models/lfq-base.md] [--results docs/RESULTS.md] [--note CLIP=TEXT ...]
 
 Run by ``benchmarks/model_card.sh`` after its benches; re-running it alone rewrites everything below
 from the committed JSON. Writes ``OUT/bench.json`` (all clips: numbers, machine, dates, commands),
 ``OUT/bench.txt`` (the table ``lfqcodec bench`` prints) and ``OUT/rd.png`` (RD curves), then the
 tables. Each file holds its table between the lines ``<!-- results table (kind): begin ...``
 and ``<!-- results table: end -->``; ``kind`` is ``full`` (every quality, x265 beside each, BD-rates:
-the model card), ``short`` (medium only: the README) or ``stats`` (weights hash, parameters and FLOPs
+the model card), ``short`` (medium only: docs/RESULTS.md) or ``stats`` (weights hash, parameters and FLOPs
 per pixel, from ``model_stats.json`` beside the bench JSON). Everything else in the files is left as is.
 """
 
@@ -148,11 +148,11 @@ def main() -> None:
     parser.add_argument("bench_json", type=Path, nargs="+", help="lfqcodec bench --json files, one or more clips each")
     parser.add_argument("--out", type=Path, required=True, help="folder for bench.json, bench.txt, rd.png")
     parser.add_argument("--card", type=Path, default=ROOT / "models" / "lfq-base.md")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--results", type=Path, default=ROOT / "docs" / "RESULTS.md")
     parser.add_argument("--note", action="append", default=[], metavar="CLIP=TEXT",
                         help="What a clip is to the model (default: held out; see NOTES)")  # fmt: skip
     args = parser.parse_args()
-    from lfqcodec.bench import format_table, plot
+    from lfqcodec.bench.suite import format_table, plot
 
     record = merge([json.loads(path.read_text()) for path in args.bench_json])
     merged_path = args.out / "bench.json"
@@ -161,7 +161,7 @@ def main() -> None:
     plot(record, args.out / "rd.png")
     record["_path"] = str(merged_path)
     notes = {**NOTES, **dict(n.split("=", 1) for n in args.note)}
-    for path in (args.card, args.readme):
+    for path in (args.card, args.results):
         print(f"{path}: {rewrite(path, record, notes)} table(s) written")
 
 

@@ -15,9 +15,9 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.surgery import grown_config
-from lfqcodec.tokenizer import TokenizerNet
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.surgery import grown_config
+from lfqcodec.model.tokenizer import TokenizerNet
 
 
 def model_stats(model: str | None, frames: int, size: int, grow: dict | None = None) -> dict:

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import torch
 
-from lfqcodec.bitpack import compressed_size
-from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
-from lfqcodec.heldout import measuring_clips
-from lfqcodec.metrics import psnr
-from lfqcodec.train import load_validation
+from lfqcodec.format.bitpack import compressed_size
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.data import to_model_range
+from lfqcodec.training.heldout import measuring_clips
+from lfqcodec.base.metrics import psnr
+from lfqcodec.training.validation import load_validation
 
 HERE = Path(__file__).resolve().parent
 

@@ -6,7 +6,7 @@ decode time with and without the decoder update.
 
 Each clip's first ``--frames`` frames (optionally a central ``--crop``) are coded in chunks of
 ``--gop`` frames (no scene cuts, the same chunks for every preset) by the preset's encoder
-(:class:`lfqcodec.preset.RunEncoder`), one update per run of whole chunks of at most the preset's
+(:class:`lfqcodec.presets.preset.RunEncoder`), one update per run of whole chunks of at most the preset's
 ``run_frames`` frames (``--run-frames``); the token bits are written with the ``.lfq`` writer into
 memory and the update payload's bytes plus ``RECORD_BYTES`` for its record are added: the size a
 file would have. PSNR is over RGB, all frames, from the decoder's own output (update applied).
@@ -33,13 +33,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lfqcodec.adapt import UpdateSpec, UpdateState
-from lfqcodec.adapt_fit import FitConfig
-from lfqcodec.api import Codec, select_device
-from lfqcodec.checkpoint import MODELS_DIR, load_model
-from lfqcodec.container import LfqWriter, StreamHeader
-from lfqcodec.entropy_store import find_for_tokenizer
-from lfqcodec.preset import DB_PER_DOUBLING, PRESETS, Preset, RunEncoder, psnr_of
+from lfqcodec.codec.adapt import UpdateSpec, UpdateState
+from lfqcodec.presets.adapt_fit import FitConfig
+from lfqcodec.codec.chunks import Codec
+from lfqcodec.model.device import select_device
+from lfqcodec.model.checkpoint import MODELS_DIR, load_model
+from lfqcodec.format.container import LfqWriter, StreamHeader
+from lfqcodec.entropy.store import find_for_tokenizer
+from lfqcodec.presets.preset import DB_PER_DOUBLING, PRESETS, Preset, RunEncoder, psnr_of
 
 RECORD_BYTES = 48  # --format 1.1 (no update records): an update record's framing, estimated
 

@@ -20,12 +20,13 @@ from pathlib import Path
 
 import torch
 
-from lfqcodec.adapt import UpdateState
-from lfqcodec.adapt_fit import ChunkTarget, FitConfig, fit_changes
-from lfqcodec.api import Codec, select_device
-from lfqcodec.checkpoint import load_model
-from lfqcodec.preset import PRESETS, Preset, RunEncoder
-from lfqcodec.search import SearchConfig, search_bits
+from lfqcodec.codec.adapt import UpdateState
+from lfqcodec.presets.adapt_fit import ChunkTarget, FitConfig, fit_changes
+from lfqcodec.codec.chunks import Codec
+from lfqcodec.model.device import select_device
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.presets.preset import PRESETS, Preset, RunEncoder
+from lfqcodec.codec.search import SearchConfig, search_bits
 
 
 
@@ -65,7 +66,7 @@ def main() -> None:
         "search_step_per_tile": timed(lambda: search_bits(codec.tokenizer, chunk.video, chunk.latents, keep,
                                                           SearchConfig(steps=1))),  # fmt: skip
     }
-    from lfqcodec.adapt import quantize, slots
+    from lfqcodec.codec.adapt import quantize, slots
 
     payload = quantize(spec, [torch.zeros(t.shape) + 0.01 for t in slots(runner.decoder, spec)]).to_bytes()
     state = UpdateState(runner.decoder)

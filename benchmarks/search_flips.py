@@ -3,7 +3,7 @@
     python benchmarks/search_flips.py [CLIP] [--frames 33] [--quality medium] [--steps 20]
 
 Encodes the clip's first ``--frames`` frames (one chunk; cropped to the token grid) with the network
-encoder, runs ``lfqcodec.search.search_bits`` on the kept bits, and reports the fraction of bits the
+encoder, runs ``lfqcodec.codec.search.search_bits`` on the kept bits, and reports the fraction of bits the
 search flipped (per bit, first latent frame vs. later ones) and the encoder's mean ``|z|`` (latent
 magnitude, 1 on average) on flipped vs. kept bits. Prints one JSON object.
 """
@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from bit_stats import first_chunk  # this folder: the same first-chunk loader
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.search import SearchConfig, search_bits
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.codec.search import SearchConfig, search_bits
 
 HERE = Path(__file__).resolve().parent
 

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lfqcodec.heldout import measuring_clips
+from lfqcodec.training.heldout import measuring_clips
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -87,10 +87,10 @@ def precision_report(clips: list[list], other: str) -> list[dict]:
     import torch
 
     from lfqcodec.api import decode_frames, encode_frames
-    from lfqcodec.bench import quality_metrics, read_clip
-    from lfqcodec.checkpoint import MODELS_DIR, load_model
-    from lfqcodec.inference import InferenceMode, encode_latents, prepare_tokenizer
-    from lfqcodec.int8 import find_calibration
+    from lfqcodec.bench.suite import quality_metrics, read_clip
+    from lfqcodec.model.checkpoint import MODELS_DIR, load_model
+    from lfqcodec.model.inference import InferenceMode, encode_latents, prepare_tokenizer
+    from lfqcodec.model.int8 import find_calibration
 
     model = load_model()
     ranges = find_calibration(model.model_id, MODELS_DIR)
@@ -162,7 +162,7 @@ def make_1080p(clip: Path, frames: int, dst: Path) -> None:
     """``frames`` frames of ``clip`` scaled to 1920x1080 (bicubic), as lossless FFV1."""
     import av
 
-    from lfqcodec.videoio import VideoWriter
+    from lfqcodec.io.videoio import VideoWriter
 
     writer = VideoWriter(dst, 1920, 1080, 25)
     with av.open(str(clip)) as container:
@@ -211,7 +211,7 @@ def main() -> None:
     import torch
     from model_stats import model_stats
 
-    from lfqcodec.bench import quality_metrics, read_clip, run_reference
+    from lfqcodec.bench.suite import quality_metrics, read_clip, run_reference
 
     if not (args.release / "lfqcodec").is_dir():
         sys.exit(f"no release checkout at {args.release}: git worktree add --detach {args.release} 1873cc4")

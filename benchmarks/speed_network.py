@@ -57,10 +57,10 @@ def child(frames_path: str, precision: str | None, threads: int, out: str) -> di
             sys.modules[name] = mock.MagicMock()
     import torch
 
-    from lfqcodec.api import Codec
-    from lfqcodec.checkpoint import LoadedModel
-    from lfqcodec.config import TokenizerConfig
-    from lfqcodec.tokenizer import TokenizerNet
+    from lfqcodec.codec.chunks import Codec
+    from lfqcodec.model.checkpoint import LoadedModel
+    from lfqcodec.model.config import TokenizerConfig
+    from lfqcodec.model.tokenizer import TokenizerNet
 
     torch.set_num_threads(threads)
     state, meta = read_safetensors(ROOT / "models" / "lfq-base.safetensors")
@@ -118,7 +118,7 @@ def main() -> None:
         if str(args.clip) == "synthetic":
             frames = np.stack([_pattern(i, 720, 1280) for i in range(args.count)])
         else:
-            from lfqcodec.bench import read_clip
+            from lfqcodec.bench.suite import read_clip
 
             frames = read_clip(args.clip, args.count)[0]
         np.savez_compressed(args.prepare, frames=frames)

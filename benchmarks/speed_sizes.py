@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 import lfqcodec  # noqa: E402
-from lfqcodec.inference import cpu_flags  # noqa: E402
+from lfqcodec.model.inference import cpu_flags  # noqa: E402
 
 
 def scaled_frames(clip: Path, frames: int, width: int, height: int) -> list[np.ndarray]:

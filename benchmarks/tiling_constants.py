@@ -1,4 +1,4 @@
-"""The figures lfqcodec/tiling.py plans with, measured: decoder activations, the heap setting, the writers.
+"""The figures lfqcodec/model/tiling.py plans with, measured: decoder activations, the heap setting, the writers.
 
     python benchmarks/tiling_constants.py activations [--heap-limit]   # peak RSS growth of a 720p window
     python benchmarks/tiling_constants.py speed [--heap-limit]         # 720p decode fps of the network alone
@@ -18,8 +18,8 @@ import time
 import numpy as np
 import torch
 
-from lfqcodec import tiling
-from lfqcodec.videoio import mux_frames
+from lfqcodec.model import tiling
+from lfqcodec.io.videoio import mux_frames
 
 
 def _peak_bytes() -> int:
@@ -27,8 +27,8 @@ def _peak_bytes() -> int:
 
 
 def activations(window: int = 2, grid: tuple[int, int] = (90, 160)) -> None:
-    from lfqcodec.api import Codec
-    from lfqcodec.checkpoint import load_model
+    from lfqcodec.codec.chunks import Codec
+    from lfqcodec.model.checkpoint import load_model
 
     codec = Codec(load_model(), torch.device("cpu"), window=window, memory_budget=0)
     halo, state = tiling.probe_decoder(codec.tokenizer.decoder)
@@ -42,8 +42,8 @@ def activations(window: int = 2, grid: tuple[int, int] = (90, 160)) -> None:
 
 
 def speed(grid: tuple[int, int] = (90, 160)) -> None:
-    from lfqcodec.api import Codec
-    from lfqcodec.checkpoint import load_model
+    from lfqcodec.codec.chunks import Codec
+    from lfqcodec.model.checkpoint import load_model
 
     codec = Codec(load_model(), torch.device("cpu"), window=2, memory_budget=0)
     bits = np.random.default_rng(0).random((16, 5, *grid)) > 0.5

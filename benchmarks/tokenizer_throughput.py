@@ -59,7 +59,7 @@ def read_frames(clip: Path, count: int, width: int, height: int) -> tuple[np.nda
 
 
 def machine() -> dict:
-    from lfqcodec.inference import cpu_flags
+    from lfqcodec.model.inference import cpu_flags
 
     cpu = ""
     try:
@@ -89,7 +89,7 @@ def measure(tok, frames: np.ndarray, rounds: int, work: Path, options: dict) -> 
     import torch
 
     import lfqcodec
-    from lfqcodec.detokenize import detokenize_file
+    from lfqcodec.tokens.detokenize import detokenize_file
 
     count, (height, width) = len(frames), frames.shape[1:3]
     sync = torch.cuda.synchronize if tok.device.type == "cuda" else (lambda: None)

@@ -19,11 +19,11 @@ import numpy as np
 import torch
 
 import lfqcodec
-from lfqcodec.adapt import quantize, slots
-from lfqcodec.checkpoint import MODELS_DIR, load_model
-from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.entropy_store import find_for_tokenizer
-from lfqcodec.preset import UPDATE_SPEC
+from lfqcodec.codec.adapt import quantize, slots
+from lfqcodec.model.checkpoint import MODELS_DIR, load_model
+from lfqcodec.format.container import LfqReader, LfqWriter
+from lfqcodec.entropy.store import find_for_tokenizer
+from lfqcodec.presets.preset import UPDATE_SPEC
 
 
 def main() -> None:

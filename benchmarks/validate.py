@@ -1,7 +1,7 @@
 """Training's validation measure for any model file: PSNR / MS-SSIM / payload bits per pixel per
 quality on centre crops of the first ``--frames`` frames of the held-out clips (what ``lfqcodec
 train`` logs to ``val.jsonl``), so weights from different training runs can be compared on one
-footing; and VMAF (``vmaf_v0.6.1``, :mod:`lfqcodec.vmaf`, needs the bench extra) of the same
+footing; and VMAF (``vmaf_v0.6.1``, :mod:`lfqcodec.bench.vmaf`, needs the bench extra) of the same
 reconstructions, per clip and quality, as ``vmaf`` next to training's numbers.
 
     python benchmarks/validate.py [--model lfq-base] [--frames 29] [--out benchmarks/results/validate-lfq-base-29f.json]
@@ -19,13 +19,13 @@ from pathlib import Path
 
 import torch
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
-from lfqcodec.errors import LfqError
-from lfqcodec.train import load_validation, validate
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.vmaf import settings as vmaf_settings
-from lfqcodec.vmaf import vmaf
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.data import to_model_range
+from lfqcodec.base.errors import LfqError
+from lfqcodec.training.validation import load_validation, validate
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.bench.vmaf import settings as vmaf_settings
+from lfqcodec.bench.vmaf import vmaf
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared/data/video"

@@ -12,11 +12,11 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Codec": "api", "DecodeReport": "api", "EncodeReport": "api", "Tokens": "api", "decode_file": "api",
+    "Codec": "codec.chunks", "DecodeReport": "api", "EncodeReport": "api", "Tokens": "api", "decode_file": "api",
     "decode_frames": "api", "encode_file": "api", "encode_frames": "api", "export_tokens": "api", "read_info": "api",
-    "read_tokens": "api", "TokenizerConfig": "config", "FormatError": "errors", "LfqError": "errors",
-    "ModelError": "errors", "TokenizeReport": "tokenize", "tokenize_dataset": "tokenize", "Tokenizer": "tokenizer_api",
-    "TokenClip": "tokenizer_api",
+    "read_tokens": "api", "TokenizerConfig": "model.config", "FormatError": "base.errors", "LfqError": "base.errors",
+    "ModelError": "base.errors", "TokenizeReport": "tokens.tokenize", "tokenize_dataset": "tokens.tokenize", "Tokenizer": "tokens.tokenizer_api",
+    "TokenClip": "tokens.tokenizer_api",
 }  # fmt: skip
 
 __all__ = [*_EXPORTS, "__version__"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from lfqcodec.heldout import measuring_clips
+from lfqcodec.training.heldout import measuring_clips
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("zstandard", "constriction")  # imported by the encoder; absent from the GPU image

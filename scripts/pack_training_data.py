@@ -1,17 +1,17 @@
 #!/usr/bin/env python3
-"""Pack the training material for the prepared GPU run (lfqcodec.gpu_run) into .gpu-pack/.
+"""Pack the training material for the prepared GPU run (lfqcodec.training.gpu_run) into .gpu-pack/.
 
     python scripts/pack_training_data.py [--data ~/.cache/lfqcodec/data] [--out .gpu-pack]
 
 Takes the clips and photos that scripts/fetch_data.sh gathered, minus the clips held out for measuring
-(lfqcodec.heldout: they choose nothing and train nothing), re-encodes them compactly (lfqcodec.datapack)
+(lfqcodec.training.heldout: they choose nothing and train nothing), re-encodes them compactly (lfqcodec.training.datapack)
 and fits the pack into what a device call may carry: 64 MiB minus the files of this checkout that travel
 (tracked and untracked-not-ignored), minus a margin. bikes and carphone go in as validation clips (the
 clips that select the weights), as in `lfqcodec train`'s defaults.
 
 Then, on the GPU machine (device tool `run`, carry [".gpu-pack"], timeout 600):
-    python3 -m lfqcodec.gpu_run --pack .gpu-pack --out "$OUT" --minutes 8
-and here: python -m lfqcodec.shards join <files_at>/lfq-base.safetensors.parts.json
+    python3 -m lfqcodec.training.gpu_run --pack .gpu-pack --out "$OUT" --minutes 8
+and here: python -m lfqcodec.training.shards join <files_at>/lfq-base.safetensors.parts.json
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ import logging
 import subprocess
 from pathlib import Path
 
-from lfqcodec.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from lfqcodec.datapack import PackConfig, build_pack
-from lfqcodec.heldout import is_excluded
+from lfqcodec.training.data import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from lfqcodec.training.datapack import PackConfig, build_pack
+from lfqcodec.training.heldout import is_excluded
 
 VALIDATION = ("bikes.mp4", "carphone_pristine.mp4")  # model selection
 CARRY_LIMIT = 64 << 20

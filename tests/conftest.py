@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from lfqcodec.checkpoint import save_model
-from lfqcodec.config import TokenizerConfig
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.videoio import mux_frames
+from lfqcodec.model.checkpoint import save_model
+from lfqcodec.model.config import TokenizerConfig
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.io.videoio import mux_frames
 
 TINY_CONFIG = TokenizerConfig(
     num_bits=12,

@@ -5,11 +5,11 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 
-from lfqcodec.adapt import DecoderUpdate, UpdateSpec, UpdateState, applied, quantize, slots
-from lfqcodec.adapt_fit import ChunkTarget, FitConfig, fit_update
-from lfqcodec.errors import FormatError
-from lfqcodec.layers import ChannelNorm
-from lfqcodec.quantizer import bits_to_codes
+from lfqcodec.codec.adapt import DecoderUpdate, UpdateSpec, UpdateState, applied, quantize, slots
+from lfqcodec.presets.adapt_fit import ChunkTarget, FitConfig, fit_update
+from lfqcodec.base.errors import FormatError
+from lfqcodec.model.layers import ChannelNorm
+from lfqcodec.model.quantizer import bits_to_codes
 
 
 def _clip(frames: int = 5, size: int = 32) -> torch.Tensor:
@@ -99,7 +99,7 @@ def test_damaged_or_foreign_payload_is_refused(damage):
     else:
         from dataclasses import replace
 
-        from lfqcodec.tokenizer import TokenizerNet
+        from lfqcodec.model.tokenizer import TokenizerNet
 
         decoder = TokenizerNet(replace(TINY_CONFIG, decoder_blocks=(1, 2))).decoder
     with pytest.raises(FormatError, match="decoder update"):

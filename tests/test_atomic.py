@@ -1,4 +1,4 @@
-"""lfqcodec.atomic: outputs are complete or absent, temporary files never follow planted links."""
+"""lfqcodec.base.atomic: outputs are complete or absent, temporary files never follow planted links."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lfqcodec import atomic
-from lfqcodec.atomic import (
+from lfqcodec.base import atomic
+from lfqcodec.base.atomic import (
     TEMP_MARKER,
     atomic_open,
     atomic_output,
@@ -19,7 +19,7 @@ from lfqcodec.atomic import (
     atomic_write_text,
     check_destination,
 )
-from lfqcodec.errors import LfqError
+from lfqcodec.base.errors import LfqError
 
 PACKAGE = Path(atomic.__file__).parent
 

@@ -7,10 +7,10 @@ import torch
 from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
-from lfqcodec.bench import RdPoint, bd_rate, quality_metrics
-from lfqcodec.bench_report import format_bd
-from lfqcodec.cli import main
-from lfqcodec.metrics import ms_ssim, psnr
+from lfqcodec.bench.suite import RdPoint, bd_rate, quality_metrics
+from lfqcodec.bench.report import format_bd
+from lfqcodec.cli.commands import main
+from lfqcodec.base.metrics import ms_ssim, psnr
 
 
 def test_identical_frames_give_infinite_psnr_and_unit_ms_ssim():
@@ -102,7 +102,7 @@ def test_bench_presets_and_qualities(tmp_path, tiny_model, monkeypatch):
     (the bench's own processes run the preset this one resolved); memory is each run's own process's peak."""
     from test_preset import TINY_SLOW
 
-    from lfqcodec import preset as presets
+    from lfqcodec.presets import preset as presets
 
     monkeypatch.setitem(presets.PRESETS, "slow", TINY_SLOW)
     clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 64, 64))

@@ -2,8 +2,8 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, tiny_tokenizer
 
-from lfqcodec.checkpoint import load_model, save_model
-from lfqcodec.errors import ModelError
+from lfqcodec.model.checkpoint import load_model, save_model
+from lfqcodec.base.errors import ModelError
 
 
 def test_save_load_gives_identical_outputs(tmp_path):

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
 import lfqcodec
-from lfqcodec.cli import main
-from lfqcodec.videoio import VideoWriter
+from lfqcodec.cli.commands import main
+from lfqcodec.io.videoio import VideoWriter
 
 
 def run(*args: str):
@@ -54,14 +54,14 @@ def test_window_changes_the_steps_never_the_output(tmp_path, odd_clip, tiny_mode
     """At --gop 17 the 11 frames are one chunk of 4 latent frames: --window 1 codes them in 1 + 3
     steps, --window 3 in 1 + 1 (and decodes in 4 and 2). The files are the same bytes; the decoded
     frames agree to within 1 (float sums in another order can round a pixel the other way)."""
-    from lfqcodec.tokenizer import Decoder, Encoder
+    from lfqcodec.model.tokenizer import Decoder, Encoder
 
     steps = {}
     for cls in (Encoder, Decoder):
         forward = cls.forward
 
         def counting(self, x, first=True, _forward=forward, _name=cls.__name__):
-            if x.shape[-2:] != (4, 4):  # a 4 x 4 grid is lfqcodec.tiling's probe of the decoder, not a step
+            if x.shape[-2:] != (4, 4):  # a 4 x 4 grid is lfqcodec.model.tiling's probe of the decoder, not a step
                 steps.setdefault(_name, []).append(x.shape[2])
             return _forward(self, x, first)
 
@@ -214,7 +214,7 @@ def test_overwrite_rules_and_wrong_model(tmp_path, odd_clip, tiny_model):
     assert result.exit_code == 1 and "same file" in result.output
     from conftest import tiny_tokenizer
 
-    from lfqcodec.checkpoint import save_model
+    from lfqcodec.model.checkpoint import save_model
 
     other = tmp_path / "other.safetensors"
     save_model(other, tiny_tokenizer(seed=1), "other")
@@ -333,7 +333,7 @@ def test_unreadable_input(tmp_path, tiny_model, monkeypatch):
 
 
 def test_full_disk_leaves_no_output(tmp_path, odd_clip, tiny_model, monkeypatch):
-    from lfqcodec import container
+    from lfqcodec.format import container
 
     def no_space(self, bits, frame_count):
         raise OSError(28, "No space left on device")
@@ -374,7 +374,7 @@ def test_colour_tags_stored_only_when_set(tmp_path, tiny_model):
 def test_help_texts_say_what_the_options_do():
     import re
 
-    from lfqcodec.checkpoint import load_model
+    from lfqcodec.model.checkpoint import load_model
 
     helps = {name: " ".join(run(name, "--help").output.split()) for name in ("encode", "decode", "tokens")}
     bits = load_model().config.quality_bits  # the shipped model's config, whatever its numbers

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
-from lfqcodec.atomic import TEMP_MARKER
-from lfqcodec.cli import main
+from lfqcodec.base.atomic import TEMP_MARKER
+from lfqcodec.cli.commands import main
 
 
 def fails(*args, message: str) -> str:
@@ -104,7 +104,7 @@ def test_outputs_into_a_missing_folder_or_over_an_existing_file(tmp_path, odd_cl
 def test_bench_checks_its_outputs_before_any_work(tmp_path, odd_clip, tiny_model, monkeypatch):
     pytest.importorskip("bjontegaard")
     pytest.importorskip("matplotlib")
-    from lfqcodec import bench
+    from lfqcodec.bench import suite as bench
 
     monkeypatch.setattr(bench, "run_bench", lambda *a, **k: pytest.fail("bench ran before its outputs were checked"))
     common = [odd_clip, "--model", tiny_model, "-q"]

@@ -8,10 +8,10 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
-from lfqcodec.entropy import CONTEXTS, FittedModel, sigmoid_table
-from lfqcodec.entropy_net import ResidualNet
-from lfqcodec.errors import FormatError
+from lfqcodec.format.container import LfqReader, LfqWriter, StreamHeader
+from lfqcodec.entropy.coder import CONTEXTS, FittedModel, sigmoid_table
+from lfqcodec.entropy.net import ResidualNet
+from lfqcodec.base.errors import FormatError
 
 HEADER = StreamHeader(
     model_id=bytes(range(16)), width=100, height=50, frame_count=0, fps=Fraction(30000, 1001),
@@ -206,7 +206,7 @@ def test_version_2_roundtrip_and_coders(layout):
 
 
 def test_context_chunks_need_their_entropy_model():
-    from lfqcodec.errors import ModelError
+    from lfqcodec.base.errors import ModelError
 
     reader = LfqReader(io.BytesIO(_file(frames=FRAMES, layout="2.0")))
     position = next(i for i, c in enumerate(reader.chunks) if c.coder == 1)
@@ -248,7 +248,7 @@ def test_update_rules_in_the_writer():
 
 def test_unknown_record_types(tmp_path):
     """Types >= 0x8000 are skipped; an unknown type below that is refused (FORMAT.md, "Records")."""
-    from lfqcodec import records
+    from lfqcodec.format import records
 
     for kind, readable in ((0x8001, True), (7, False)):
         buf = io.BytesIO()

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import lfqcodec
-from lfqcodec.checkpoint import load_model
-from lfqcodec.data import to_model_range
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.data import to_model_range
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 SAMPLE = Path(__file__).parent / "data" / "carphone_33f.mp4"

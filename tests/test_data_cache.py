@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 from conftest import moving_pattern, write_clip
 
-from lfqcodec.atomic import TEMP_MARKER
-from lfqcodec.data import prepare_cache
-from lfqcodec.errors import LfqError
-from lfqcodec.videoio import VideoWriter, read_video_frames
+from lfqcodec.base.atomic import TEMP_MARKER
+from lfqcodec.training.data import prepare_cache
+from lfqcodec.base.errors import LfqError
+from lfqcodec.io.videoio import VideoWriter, read_video_frames
 
 
 def _prepare(sources: list[Path], cache: Path, start, decoded) -> None:
     """One 'rank': wait for the others, then prepare the cache, counting the files it decodes."""
-    import lfqcodec.videoio as videoio
+    import lfqcodec.io.videoio as videoio
 
     original = videoio.read_video_frames
 
@@ -65,7 +65,7 @@ def test_ranks_preparing_the_same_cache_at_once_decode_once_and_leave_it_whole(t
 
 
 def test_a_source_without_frames_is_a_one_line_error(tmp_path, monkeypatch):
-    import lfqcodec.videoio as videoio
+    import lfqcodec.io.videoio as videoio
 
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "empty.mkv").write_bytes(b"")

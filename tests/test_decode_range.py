@@ -10,15 +10,16 @@ import torch
 from conftest import moving_pattern
 from test_adapt import _random_update
 
-from lfqcodec.adapt import UpdateSpec
-from lfqcodec.api import Codec, encode_chunks, encode_frames
-from lfqcodec.checkpoint import load_model
-from lfqcodec.container import LfqWriter, StreamHeader
-from lfqcodec.decoding import decode_frames
-from lfqcodec.entropy_store import find_for_tokenizer
-from lfqcodec.tokenizer import Decoder
+from lfqcodec.codec.adapt import UpdateSpec
+from lfqcodec.codec.chunks import Codec, encode_chunks
+from lfqcodec.api import encode_frames
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.format.container import LfqWriter, StreamHeader
+from lfqcodec.codec.decoding import decode_frames
+from lfqcodec.entropy.store import find_for_tokenizer
+from lfqcodec.model.tokenizer import Decoder
 
-FRAMES, HEIGHT, WIDTH = 75, 40, 48  # a 5 x 6 grid: not lfqcodec.tiling's 4 x 4 probe
+FRAMES, HEIGHT, WIDTH = 75, 40, 48  # a 5 x 6 grid: not lfqcodec.model.tiling's 4 x 4 probe
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +57,7 @@ def _count_decoder_steps(monkeypatch) -> list[int]:
     forward = Decoder.forward
 
     def counting(self, codes, first=True):
-        if codes.shape[-2:] != (4, 4):  # lfqcodec.tiling's probe of the decoder, not a step
+        if codes.shape[-2:] != (4, 4):  # lfqcodec.model.tiling's probe of the decoder, not a step
             steps.append(codes.shape[2])
         return forward(self, codes, first)
 

@@ -16,11 +16,11 @@ from conftest import moving_pattern, tiny_tokenizer, write_clip
 from test_adapt import _random_update
 
 import lfqcodec
-from lfqcodec.adapt import UpdateSpec
-from lfqcodec.api import Codec, encode_chunks
-from lfqcodec.checkpoint import load_model, save_model
-from lfqcodec.cli import main
-from lfqcodec.container import LfqWriter, StreamHeader
+from lfqcodec.codec.adapt import UpdateSpec
+from lfqcodec.codec.chunks import Codec, encode_chunks
+from lfqcodec.model.checkpoint import load_model, save_model
+from lfqcodec.cli.commands import main
+from lfqcodec.format.container import LfqWriter, StreamHeader
 from test_cli import read_frames
 
 
@@ -226,7 +226,7 @@ def test_other_bad_inputs_are_one_line_errors(tmp_path, encoded, tiny_model):
 
 
 def test_shipped_model_lfq_output_is_context_coded(tmp_path):
-    from lfqcodec.detokenize import detokenize_file
+    from lfqcodec.tokens.detokenize import detokenize_file
 
     clip = Path(__file__).parent / "data" / "carphone_33f.mp4"
     lfq, npz = tmp_path / "c.lfq", tmp_path / "c.npz"

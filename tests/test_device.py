@@ -1,14 +1,14 @@
-"""TF32 is off on every path that loads a model or picks a device (lfqcodec.device)."""
+"""TF32 is off on every path that loads a model or picks a device (lfqcodec.model.device)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from lfqcodec import device as device_module
-from lfqcodec.checkpoint import load_model
-from lfqcodec.device import deterministic, select_device, tf32_enabled
-from lfqcodec.errors import LfqError
+from lfqcodec.model import device as device_module
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.model.device import deterministic, select_device, tf32_enabled
+from lfqcodec.base.errors import LfqError
 
 
 @pytest.fixture

@@ -7,11 +7,11 @@ import pytest
 import torch
 from test_container import HEADER, _persistent_chunks, entropy_model
 
-from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.entropy import CONTEXTS, FittedModel, _State, decode_bits, encode_bits, sigmoid_table
-from lfqcodec.entropy_fit import chunk_samples, fit_model
-from lfqcodec.entropy_store import find_by_id, find_for_tokenizer, load_entropy_model, save_entropy_model
-from lfqcodec.errors import ModelError
+from lfqcodec.format.container import LfqReader, LfqWriter
+from lfqcodec.entropy.coder import CONTEXTS, FittedModel, _State, decode_bits, encode_bits, sigmoid_table
+from lfqcodec.training.entropy_fit import chunk_samples, fit_model
+from lfqcodec.entropy.store import find_by_id, find_for_tokenizer, load_entropy_model, save_entropy_model
+from lfqcodec.base.errors import ModelError
 
 
 def _roundtrip(bits: np.ndarray, model: FittedModel) -> bytes:
@@ -68,7 +68,7 @@ def test_encoder_whole_frame_logits_are_the_decoders(shape):
 def test_adaptation_lookup_is_the_tables_row_at_every_gain():
     """The adaptation reads code lengths from one table per gain, after clamping logits to
     +-Z_SATURATED: the same numbers as the cost table at each logit's row, far beyond the clamp too."""
-    from lfqcodec.entropy import GAINS, Z_SATURATED, _gain_costs, _table_row, cost_table
+    from lfqcodec.entropy.coder import GAINS, Z_SATURATED, _gain_costs, _table_row, cost_table
 
     cost = cost_table(sigmoid_table())
     z = np.concatenate([np.arange(-7000, 7001), [-(2**20), 2**20, -(2**23), 2**23]]).astype(np.int32)

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from test_container import HEADER, _persistent_chunks, net_model
 
-from lfqcodec import entropy_grid, entropy_net
-from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.entropy import coded_logits, decode_bits, encode_bits
-from lfqcodec.entropy_fit import fit_model
-from lfqcodec.entropy_net import NetState, ResidualNet
-from lfqcodec.entropy_netfit import fit_net
-from lfqcodec.entropy_store import find_by_id, load_entropy_model, save_entropy_model
-from lfqcodec.errors import FormatError, ModelError
-from lfqcodec.records import RECORD
+from lfqcodec.entropy import grid as entropy_grid, net as entropy_net
+from lfqcodec.format.container import LfqReader, LfqWriter
+from lfqcodec.entropy.coder import coded_logits, decode_bits, encode_bits
+from lfqcodec.training.entropy_fit import fit_model
+from lfqcodec.entropy.net import NetState, ResidualNet
+from lfqcodec.entropy.netfit import fit_net
+from lfqcodec.entropy.store import find_by_id, load_entropy_model, save_entropy_model
+from lfqcodec.base.errors import FormatError, ModelError
+from lfqcodec.format.records import RECORD
 
 
 def _roundtrip(bits, model) -> bytes:
@@ -92,7 +92,7 @@ def test_same_payload_with_one_and_two_blas_threads():
     machine) cannot change a probability: a fresh process with 1 and with 2 threads gives the same
     bytes as this one."""
     code = ("import hashlib, sys; sys.path.insert(0, 'tests'); from test_container import net_model, _persistent_chunks;"
-            "from lfqcodec.entropy import encode_bits;"
+            "from lfqcodec.entropy.coder import encode_bits;"
             "print(hashlib.sha256(encode_bits(_persistent_chunks(7, [33])[0], net_model())).hexdigest()[:16])")  # fmt: skip
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     for threads in ("1", "2"):

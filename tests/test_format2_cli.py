@@ -6,8 +6,9 @@ from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
 import lfqcodec
-from lfqcodec import api, decoding
-from lfqcodec.cli import main
+from lfqcodec import api
+from lfqcodec.codec import decoding
+from lfqcodec.cli.commands import main
 
 
 def run(*args):
@@ -61,7 +62,7 @@ def test_train_entropy_network_options(tmp_path, tiny_model):
     result = run("train-entropy", "--model", tiny_model, "--data", data, "--out", out, "--keep-tables", "-q")
     assert result.exit_code == 1 and "no entropy model at" in result.output
     assert run("train-entropy", "--model", tiny_model, "--data", data, "--out", out, "--no-network", "-q").exit_code == 0
-    from lfqcodec.entropy_store import find_by_id, load_entropy_model
+    from lfqcodec.entropy.store import find_by_id, load_entropy_model
 
     tables = load_entropy_model(out)
     assert tables.net is None

@@ -10,8 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_container import CUT_FRAMES, MODEL, NET_MODEL, _file
 
-from lfqcodec.container import MAGIC, LfqReader
-from lfqcodec.errors import FormatError, ModelError
+from lfqcodec.format.container import MAGIC, LfqReader
+from lfqcodec.base.errors import FormatError, ModelError
 
 VALID = _file()
 VALID_V2 = _file(frames=CUT_FRAMES, layout="2.0-update")  # context-coded chunks and decoder updates
@@ -100,9 +100,9 @@ def test_hostile_but_valid_headers_from_the_spec(width, height, frames, k, tf, s
     or with the valid file's body: parsing and salvage stay fast and small whatever they claim."""
     from dataclasses import replace
 
-    from lfqcodec.container import StreamHeader, validate_header
-    from lfqcodec.errors import FormatError as Error
-    from lfqcodec.header import encode_header
+    from lfqcodec.format.container import StreamHeader, validate_header
+    from lfqcodec.base.errors import FormatError as Error
+    from lfqcodec.format.header import encode_header
 
     gop = 1 + tf * k
     grid = (-(-height // sf), -(-width // sf))
@@ -125,7 +125,7 @@ def test_reader_rejects_zstd_bomb():
     import zstandard
     from test_container import FRAMES, HEADER, _chunks
 
-    from lfqcodec.container import LfqWriter
+    from lfqcodec.format.container import LfqWriter
 
     bomb = zstandard.ZstdCompressor().compress(b"\0" * (64 << 20))
     buffer = io.BytesIO()

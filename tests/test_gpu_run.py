@@ -10,14 +10,14 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 
-from lfqcodec import gpu_run
-from lfqcodec.checkpoint import load_model
-from lfqcodec.datapack import PackConfig, build_pack, read_pack
-from lfqcodec.errors import LfqError
-from lfqcodec.shards import join_parts, split_file
-from lfqcodec.surgery import drop_decoder_block
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.train import TrainConfig, learning_rate, warm_start
+from lfqcodec.training import gpu_run
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.training.datapack import PackConfig, build_pack, read_pack
+from lfqcodec.base.errors import LfqError
+from lfqcodec.training.shards import join_parts, split_file
+from lfqcodec.training.surgery import drop_decoder_block
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.training.recipe import TrainConfig, learning_rate, warm_start
 
 
 @pytest.fixture(scope="module")

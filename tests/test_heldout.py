@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
-from lfqcodec import heldout
-from lfqcodec.cli import main
-from lfqcodec.data import prepare_cache
-from lfqcodec.entropy_fit import training_clips
+from lfqcodec.training import heldout
+from lfqcodec.cli.commands import main
+from lfqcodec.training.data import prepare_cache
+from lfqcodec.training.entropy_fit import training_clips
 
 
 def test_the_measuring_clips_are_four_and_excluded_from_training():
@@ -43,10 +43,10 @@ def test_prepare_cache_excludes_by_name_or_stem(material, tmp_path):
 
 @pytest.mark.parametrize(("flags", "kept_out"), [((), True), (("--train-on-held-out",), False)])
 def test_train_keeps_held_out_clips_out_unless_asked(material, tmp_path, monkeypatch, flags, kept_out):
-    import lfqcodec.train
+    import lfqcodec.training.train
 
     seen = {}
-    monkeypatch.setattr(lfqcodec.train, "train", lambda *args, **kwargs: seen.update(kwargs))
+    monkeypatch.setattr(lfqcodec.training.train, "train", lambda *args, **kwargs: seen.update(kwargs))
     val = write_clip(tmp_path / "val.mkv", moving_pattern(5, 32, 32, seed=7))
     result = CliRunner().invoke(main, ["train", "--data", str(material), "--val", str(val), "--out",
                                        str(tmp_path / "run"), "--exclude", "extra.mp4", *flags])  # fmt: skip

@@ -12,13 +12,13 @@ import zstandard
 from click.testing import CliRunner
 from test_container import HEADER
 
-import lfqcodec.container as container
-from lfqcodec.checkpoint import load_model
-from lfqcodec.cli import main
-from lfqcodec.container import LfqReader, LfqWriter, StreamHeader
-from lfqcodec.fileinfo import export_tokens
-from lfqcodec.header import encode_header
-from lfqcodec.records import ChunkEntry, chunk_header_v1, index_bytes, trailer_bytes
+import lfqcodec.format.container as container
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.cli.commands import main
+from lfqcodec.format.container import LfqReader, LfqWriter, StreamHeader
+from lfqcodec.codec.fileinfo import export_tokens
+from lfqcodec.format.header import encode_header
+from lfqcodec.format.records import ChunkEntry, chunk_header_v1, index_bytes, trailer_bytes
 
 
 def run(*args):

@@ -1,4 +1,4 @@
-"""Precision and layout choices of lfqcodec.inference: same network, same files, bits differ only near zero."""
+"""Precision and layout choices of lfqcodec.model.inference: same network, same files, bits differ only near zero."""
 
 from __future__ import annotations
 
@@ -12,13 +12,15 @@ from click.testing import CliRunner
 from conftest import moving_pattern, tiny_tokenizer, write_clip
 
 import lfqcodec
-from lfqcodec import inference
+from lfqcodec.model import inference
 from lfqcodec.api import read_info
-from lfqcodec.checkpoint import load_model
-from lfqcodec.cli import main
-from lfqcodec.inference import InferenceMode, choose_mode, cpu_flags, decode_bits, encode_latents, native_bf16, prepare_tokenizer
-from lfqcodec.layers import depth_to_space, depth_to_time, is_channels_last, space_to_depth, streaming, time_to_depth
-from lfqcodec.metrics import psnr
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.cli.commands import main
+from lfqcodec.model.inference import InferenceMode, choose_mode, cpu_flags, decode_bits, encode_latents, native_bf16, prepare_tokenizer
+from lfqcodec.model.layers import (
+    depth_to_space, depth_to_time, is_channels_last, space_to_depth, streaming, time_to_depth,
+)
+from lfqcodec.base.metrics import psnr
 
 SAMPLE = Path(__file__).parent / "data" / "carphone_33f.mp4"
 FP32_CL = InferenceMode("fp32", True, "test")
@@ -115,7 +117,7 @@ def shipped():
 
 @pytest.fixture(scope="module")
 def carphone() -> np.ndarray:
-    from lfqcodec.bench import read_clip
+    from lfqcodec.bench.suite import read_clip
 
     return read_clip(SAMPLE, 9)[0]
 

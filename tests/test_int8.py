@@ -1,4 +1,4 @@
-"""int8 inference (lfqcodec.int8): calibration files, the auto choice, and that int8 stays within
+"""int8 inference (lfqcodec.model.int8): calibration files, the auto choice, and that int8 stays within
 rounding of float32 (bits near zero, pictures within 0.1 dB) while files stay valid."""
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from click.testing import CliRunner
 from conftest import moving_pattern, tiny_tokenizer, write_clip
 
 import lfqcodec
-from lfqcodec import inference, int8
+from lfqcodec.model import inference, int8
 from lfqcodec.api import read_info
-from lfqcodec.checkpoint import MODELS_DIR, load_model
-from lfqcodec.cli import main
-from lfqcodec.inference import InferenceMode, choose_mode, cpu_flags, decode_bits, encode_latents, native_bf16, prepare_tokenizer
-from lfqcodec.layers import streaming
-from lfqcodec.metrics import psnr
+from lfqcodec.model.checkpoint import MODELS_DIR, load_model
+from lfqcodec.cli.commands import main
+from lfqcodec.model.inference import InferenceMode, choose_mode, cpu_flags, decode_bits, encode_latents, native_bf16, prepare_tokenizer
+from lfqcodec.model.layers import streaming
+from lfqcodec.base.metrics import psnr
 
 SAMPLE = Path(__file__).parent / "data" / "carphone_33f.mp4"
 FP32 = InferenceMode("fp32", True, "test")
@@ -126,7 +126,7 @@ def test_int8_layers_follow_bias_updates_and_differentiate_in_float():
     x = torch.randn(1, layer.conv.in_channels, 3, 8, 8).contiguous(memory_format=torch.channels_last_3d)
     with torch.no_grad():
         before = layer(x)
-        layer.conv.bias.add_(0.5)  # as a decoder update does (lfqcodec.adapt): in place
+        layer.conv.bias.add_(0.5)  # as a decoder update does (lfqcodec.codec.adapt): in place
         after = layer(x)
     assert (after - before).mean().item() == pytest.approx(0.5, abs=0.05)
     y = layer(x.requires_grad_())  # the bit search and per-clip updates take gradients: float path
@@ -144,7 +144,7 @@ def test_shipped_model_has_a_calibration():
 
 
 def test_int8_bits_and_pictures_stay_near_fp32(tmp_path, shipped):
-    from lfqcodec.bench import read_clip
+    from lfqcodec.bench.suite import read_clip
 
     carphone = read_clip(SAMPLE, 5)[0]
     h, w = carphone.shape[1:3]

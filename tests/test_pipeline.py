@@ -10,8 +10,8 @@ import pytest
 from conftest import moving_pattern, write_clip
 
 import lfqcodec
-from lfqcodec.bench import read_clip
-from lfqcodec.pipeline import BackgroundWriter, prefetched
+from lfqcodec.bench.suite import read_clip
+from lfqcodec.io.pipeline import BackgroundWriter, prefetched
 
 
 def test_prefetched_keeps_order_and_raises_where_the_source_failed():

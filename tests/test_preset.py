@@ -10,15 +10,15 @@ from click.testing import CliRunner
 from conftest import moving_pattern, tiny_tokenizer, write_clip
 
 import lfqcodec
-from lfqcodec import preset as presets
-from lfqcodec import search as searching
-from lfqcodec.adapt import UpdateSpec, UpdateState, applied
-from lfqcodec.adapt_fit import FitConfig
-from lfqcodec.api import Codec
-from lfqcodec.checkpoint import LoadedModel
-from lfqcodec.cli import main
-from lfqcodec.container import LfqReader, LfqWriter
-from lfqcodec.scenecut import ChunkSplitter
+from lfqcodec.presets import preset as presets
+from lfqcodec.codec import search as searching
+from lfqcodec.codec.adapt import UpdateSpec, UpdateState, applied
+from lfqcodec.presets.adapt_fit import FitConfig
+from lfqcodec.codec.chunks import Codec
+from lfqcodec.model.checkpoint import LoadedModel
+from lfqcodec.cli.commands import main
+from lfqcodec.format.container import LfqReader, LfqWriter
+from lfqcodec.codec.scenecut import ChunkSplitter
 
 TINY_SLOW = presets.Preset("slow", search_steps=2, fit=FitConfig(steps=3, lr=1e-2, tile=4, halo=1),
                            spec=UpdateSpec(bits=6), run_frames=9)  # fmt: skip

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lfqcodec.quantizer import (
+from lfqcodec.model.quantizer import (
     LookupFreeQuantizer,
     bit_correlation,
     bits_to_codes,

@@ -13,14 +13,15 @@ from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 from test_train import _training_data
 
 from lfqcodec.api import encode_frames
-from lfqcodec.checkpoint import load_model, save_model
-from lfqcodec.cli import main
-from lfqcodec.decoding import decode_frames
-from lfqcodec.errors import LfqError
-from lfqcodec.quantizer import decoder_codes
-from lfqcodec.surgery import calibrate_thresholds, prepare_residual, residual_config
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.train import TrainConfig, residual_keep_choices, train, warm_start
+from lfqcodec.model.checkpoint import load_model, save_model
+from lfqcodec.cli.commands import main
+from lfqcodec.codec.decoding import decode_frames
+from lfqcodec.base.errors import LfqError
+from lfqcodec.model.quantizer import decoder_codes
+from lfqcodec.training.surgery import calibrate_thresholds, prepare_residual, residual_config
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.training.recipe import TrainConfig, residual_keep_choices, warm_start
+from lfqcodec.training.train import train
 
 RESIDUAL_BITS = 6  # of TINY_CONFIG's 12: signs 0-5, then the magnitudes of channels 0-5
 
@@ -133,7 +134,7 @@ def test_training_the_reader_alone_keeps_every_other_tensor(tmp_path, tiny_model
     data, val = _training_data(tmp_path)
     out = tmp_path / "run"
     cfg = TrainConfig(steps=2, batch=2, image_batch=2, val_every=2, log_every=1, warmup=1, train_only="residual")
-    from lfqcodec.data import SamplerConfig
+    from lfqcodec.training.data import SamplerConfig
 
     train(residual_config(TINY_CONFIG, RESIDUAL_BITS), cfg, SamplerConfig(frames=5, size=32, image_size=32, max_scale=2),
           [data], [val], out, init=str(tiny_model), device="cpu")  # fmt: skip
@@ -164,9 +165,9 @@ def test_cli_train_residual_bits_needs_init_and_one_design(tmp_path, tiny_model)
 def test_a_file_of_a_retired_model_names_the_commit_that_reads_it(tmp_path, residual_model):
     from dataclasses import replace
 
-    from lfqcodec.container import LfqReader
-    from lfqcodec.decoding import find_model_for
-    from lfqcodec.errors import ModelError
+    from lfqcodec.format.container import LfqReader
+    from lfqcodec.codec.decoding import find_model_for
+    from lfqcodec.base.errors import ModelError
 
     path = tmp_path / "a.lfq"
     encode_frames(iter(moving_pattern(5, 16, 16)), path, width=16, height=16, fps=Fraction(25), model=residual_model,
@@ -179,7 +180,7 @@ def test_a_file_of_a_retired_model_names_the_commit_that_reads_it(tmp_path, resi
 
 
 def test_the_design_of_an_installed_model_is_read_from_its_file(residual_model, tiny_model):
-    from lfqcodec.checkpoint import installed_config
+    from lfqcodec.model.checkpoint import installed_config
 
     grown = load_model(residual_model)
     config = installed_config(grown.model_id, residual_model.parent)
@@ -190,8 +191,8 @@ def test_the_design_of_an_installed_model_is_read_from_its_file(residual_model, 
 
 
 def test_no_entropy_model_serves_a_tokenizer_it_was_not_fitted_for(tmp_path, residual_model):
-    from lfqcodec.checkpoint import MODELS_DIR
-    from lfqcodec.entropy_store import find_for_tokenizer
+    from lfqcodec.model.checkpoint import MODELS_DIR
+    from lfqcodec.entropy.store import find_for_tokenizer
 
     grown = load_model(residual_model)
     assert find_for_tokenizer(grown.model_id, MODELS_DIR) is None  # v6's tables code v6's bits only

@@ -5,7 +5,7 @@ from conftest import moving_pattern, write_clip
 from test_cli import read_frames, run
 
 import lfqcodec
-from lfqcodec.scenecut import ChunkSplitter, SceneCutDetector
+from lfqcodec.codec.scenecut import ChunkSplitter, SceneCutDetector
 
 
 def _two_scenes(first: int, second: int) -> np.ndarray:

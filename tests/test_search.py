@@ -8,8 +8,8 @@ import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer
 
 import lfqcodec
-from lfqcodec.search import SearchConfig, _loss, _spans, _trade, search_bits, search_candidates
-from lfqcodec.tokenizer import TokenizerNet
+from lfqcodec.codec.search import SearchConfig, _loss, _spans, _trade, search_bits, search_candidates
+from lfqcodec.model.tokenizer import TokenizerNet
 
 
 def test_spans_cover_the_grid_in_near_equal_tiles():
@@ -62,7 +62,7 @@ def _with_rate_model():
 
 
 def _coded_size(bits: torch.Tensor, keep: int, rate_model) -> int:
-    from lfqcodec.entropy import encode_bits
+    from lfqcodec.entropy.coder import encode_bits
 
     return len(encode_bits(np.ascontiguousarray(bits[0, :keep].numpy()), rate_model))
 
@@ -127,7 +127,7 @@ def test_cli_encode_search_is_recorded_and_shown_by_info(tmp_path, tiny_model):
     from click.testing import CliRunner
     from conftest import write_clip
 
-    from lfqcodec.cli import main
+    from lfqcodec.cli.commands import main
 
     clip = write_clip(tmp_path / "clip.mkv", moving_pattern(5, 32, 32))
     lfq = tmp_path / "out.lfq"

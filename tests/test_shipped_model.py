@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import lfqcodec
-from lfqcodec.checkpoint import load_model
-from lfqcodec.metrics import psnr
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.base.metrics import psnr
 
 SAMPLE = Path(__file__).parent / "data" / "carphone_33f.mp4"  # real footage, held out from training
 PSNR_FLOOR = 20.0  # dB at --quality medium (the shipped model gives 22.65); a random model of this architecture gives ~9.6

@@ -18,17 +18,17 @@ import zstandard
 from click.testing import CliRunner
 from test_container import MODEL
 
-import lfqcodec.decoding as decoding
-import lfqcodec.salvage as salvage
-import lfqcodec.scan as scan
-from lfqcodec.adapt import DecoderUpdate, UpdateSpec, quantize, slots
-from lfqcodec.checkpoint import load_model
-from lfqcodec.cli import main
-from lfqcodec.container import LfqReader, StreamHeader
-from lfqcodec.entropy import encode_bits
-from lfqcodec.errors import FormatError
-from lfqcodec.header import Limits, decode_header, encode_header
-from lfqcodec.records import RECORD, RecordEntry, ChunkEntry, index_bytes, record_header, trailer_bytes
+import lfqcodec.codec.decoding as decoding
+import lfqcodec.format.salvage as salvage
+import lfqcodec.format.scan as scan
+from lfqcodec.codec.adapt import DecoderUpdate, UpdateSpec, quantize, slots
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.cli.commands import main
+from lfqcodec.format.container import LfqReader, StreamHeader
+from lfqcodec.entropy.coder import encode_bits
+from lfqcodec.base.errors import FormatError
+from lfqcodec.format.header import Limits, decode_header, encode_header
+from lfqcodec.format.records import RECORD, RecordEntry, ChunkEntry, index_bytes, record_header, trailer_bytes
 
 from conftest import tiny_tokenizer
 
@@ -412,7 +412,7 @@ def test_salvage_decode_scans_once(tmp_path, tiny, installed, monkeypatch):
         calls.append(1)
         return original(*args, **kwargs)
 
-    import lfqcodec.container as container
+    import lfqcodec.format.container as container
 
     monkeypatch.setattr(container, "scan_records", counted)
     _salvage(tmp_path, path_model, _four_chunks(model_id, index=False))

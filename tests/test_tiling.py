@@ -1,4 +1,4 @@
-"""Tiled decoding (lfqcodec.tiling): the pixels of whole-frame decoding, in memory bounded by a budget."""
+"""Tiled decoding (lfqcodec.model.tiling): the pixels of whole-frame decoding, in memory bounded by a budget."""
 
 from __future__ import annotations
 
@@ -9,11 +9,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from lfqcodec import api, tiling
-from lfqcodec.checkpoint import load_model
-from lfqcodec.cli import main
-from lfqcodec.tiling import DEFAULT_MEMORY_BUDGET, TilePlan, plan_tiles, probe_decoder
-from lfqcodec.tokenizer import TokenizerNet
+from lfqcodec import api
+from lfqcodec.model import tiling
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.cli.commands import main
+from lfqcodec.model.tiling import DEFAULT_MEMORY_BUDGET, TilePlan, plan_tiles, probe_decoder
+from lfqcodec.model.tokenizer import TokenizerNet
 
 from conftest import TINY_CONFIG
 
@@ -89,7 +90,7 @@ def test_decode_max_memory_option(tmp_path, tiny_model, odd_clip, monkeypatch):
     monkeypatch.setattr(tiling, "PROCESS_BYTES", 0)
     monkeypatch.setattr(tiling, "MIN_DECODER_BUDGET", 0)
     tiled = []
-    monkeypatch.setattr(api.TiledDecoding, "close", lambda self: tiled.append(len(self.tiles)))
+    monkeypatch.setattr(tiling.TiledDecoding, "close", lambda self: tiled.append(len(self.tiles)))
     results = []
     for limit, said in (("0", "whole frames"), ("64K", "tiles of up to")):
         dst = tmp_path / f"{limit}.y4m"
@@ -102,8 +103,8 @@ def test_decode_max_memory_option(tmp_path, tiny_model, odd_clip, monkeypatch):
 
 
 def test_state_store_roundtrip_keeps_layout_and_dtype():
-    from lfqcodec.layers import CausalConv3d
-    from lfqcodec.tiling import _PastStore
+    from lfqcodec.model.layers import CausalConv3d
+    from lfqcodec.model.tiling import _PastStore
 
     layers = [CausalConv3d(6, 6), CausalConv3d(3, 3)]
     last = torch.randn(1, 6, 2, 5, 7).contiguous(memory_format=torch.channels_last_3d)

@@ -12,10 +12,10 @@ from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
 import lfqcodec
-from lfqcodec import dataset as ds
-from lfqcodec import tokenize_worker as tk
-from lfqcodec.cli import main
-from lfqcodec.errors import LfqError
+from lfqcodec.tokens import dataset as ds
+from lfqcodec.tokens import worker as tk
+from lfqcodec.cli.commands import main
+from lfqcodec.base.errors import LfqError
 
 pq = pytest.importorskip("pyarrow.parquet")  # the scale extra (.ci/run installs it)
 
@@ -84,7 +84,7 @@ def test_windows_are_each_coded_alone(tmp_path, odd_clip, tiny_model):
     assert report.manifest["counts"]["rows"] == 3 and report.manifest["counts"]["frames"] == 11
     lfqcodec.encode_file(odd_clip, tmp_path / "first.lfq", model=tiny_model, max_frames=5)
     assert np.array_equal(grid(windows[0]), lfqcodec.read_tokens(tmp_path / "first.lfq").indices)
-    with lfqcodec.videoio.VideoSource(odd_clip) as source:
+    with lfqcodec.io.videoio.VideoSource(odd_clip) as source:
         frames = np.stack(list(source.frames()))
     write_clip(tmp_path / "second.mkv", frames[5:10])
     lfqcodec.encode_file(tmp_path / "second.mkv", tmp_path / "second.lfq", model=tiny_model)

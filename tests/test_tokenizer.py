@@ -2,9 +2,9 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, tiny_tokenizer
 
-from lfqcodec.config import TokenizerConfig
-from lfqcodec.layers import depth_to_space, depth_to_time, space_to_depth, streaming, time_to_depth
-from lfqcodec.tokenizer import TokenizerNet
+from lfqcodec.model.config import TokenizerConfig
+from lfqcodec.model.layers import depth_to_space, depth_to_time, space_to_depth, streaming, time_to_depth
+from lfqcodec.model.tokenizer import TokenizerNet
 
 
 def test_patchify_inverses():

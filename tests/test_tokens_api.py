@@ -11,9 +11,9 @@ from conftest import TINY_CONFIG, moving_pattern
 
 import lfqcodec
 from lfqcodec.api import decode_frames, encode_frames
-from lfqcodec.errors import LfqError
-from lfqcodec.scenecut import DEFAULT_THRESHOLD
-from lfqcodec.tokenizer_api import Tokenizer, chunk_layout
+from lfqcodec.base.errors import LfqError
+from lfqcodec.codec.scenecut import DEFAULT_THRESHOLD
+from lfqcodec.tokens.tokenizer_api import Tokenizer, chunk_layout
 
 HEIGHT, WIDTH = 21, 37  # not multiples of 8
 
@@ -119,8 +119,8 @@ def test_bad_frames_and_settings_are_one_line_errors(tok, frames):
 def test_encode_equals_the_commands_encode_then_tokens(tmp_path, odd_clip, tiny_model):
     from click.testing import CliRunner
 
-    from lfqcodec.cli import main
-    from lfqcodec.videoio import read_video_frames
+    from lfqcodec.cli.commands import main
+    from lfqcodec.io.videoio import read_video_frames
 
     lfq, npz = tmp_path / "a.lfq", tmp_path / "a.npz"
     for args in (["encode", odd_clip, lfq, "--model", tiny_model, "--gop", "5", "--precision", "fp32", "--device",

@@ -6,24 +6,18 @@ import pytest
 import torch
 from conftest import TINY_CONFIG, moving_pattern, tiny_tokenizer, write_clip
 
-from lfqcodec.checkpoint import load_model
-from lfqcodec.config import TokenizerConfig
-from lfqcodec.data import ClipSampler, SamplerConfig
-from lfqcodec.errors import LfqError
-from lfqcodec.inference import native_bf16
-from lfqcodec.tokenizer import TokenizerNet
-from lfqcodec.train import (
-    TrainConfig,
-    bf16_autocast_default,
-    compute_losses,
-    distillation_loss,
-    learning_rate,
-    reconstruction_loss,
-    searched_bits,
-    train,
-    warm_start,
+from lfqcodec.model.checkpoint import load_model
+from lfqcodec.model.config import TokenizerConfig
+from lfqcodec.training.data import ClipSampler, SamplerConfig
+from lfqcodec.base.errors import LfqError
+from lfqcodec.model.inference import native_bf16
+from lfqcodec.model.tokenizer import TokenizerNet
+from lfqcodec.training.recipe import (
+    TrainConfig, bf16_autocast_default, compute_losses, learning_rate, reconstruction_loss, warm_start,
 )
-from lfqcodec.videoio import VideoWriter
+from lfqcodec.training.distill import distillation_loss, searched_bits
+from lfqcodec.training.train import train
+from lfqcodec.io.videoio import VideoWriter
 
 
 def test_training_steps_reduce_the_loss():
@@ -182,7 +176,7 @@ def test_warm_start_into_a_grown_decoder_keeps_the_reconstruction():
 def test_cli_train_grows_the_decoder_in_fp32(tmp_path, tiny_model):
     from click.testing import CliRunner
 
-    from lfqcodec.cli import main
+    from lfqcodec.cli.commands import main
 
     data, val = _training_data(tmp_path)
     out = tmp_path / "run"
@@ -198,7 +192,7 @@ def test_cli_train_grows_the_decoder_in_fp32(tmp_path, tiny_model):
 def test_cli_train_grows_the_encoder_of_the_init_model(tmp_path, tiny_model):
     from click.testing import CliRunner
 
-    from lfqcodec.cli import main
+    from lfqcodec.cli.commands import main
 
     data, val = _training_data(tmp_path)
     out = tmp_path / "run"

@@ -1,4 +1,4 @@
-"""VMAF (lfqcodec.vmaf) and the bench's side-by-side pictures (lfqcodec.pictures)."""
+"""VMAF (lfqcodec.bench.vmaf) and the bench's side-by-side pictures (lfqcodec.bench.pictures)."""
 
 import sys
 from pathlib import Path
@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import moving_pattern
 
-from lfqcodec import vmaf as vmaf_module
-from lfqcodec.bench import read_clip
-from lfqcodec.cli import main
-from lfqcodec.errors import LfqError
-from lfqcodec.pictures import choose_crop, chunk_starts
+from lfqcodec.bench import vmaf as vmaf_module
+from lfqcodec.bench.suite import read_clip
+from lfqcodec.cli.commands import main
+from lfqcodec.base.errors import LfqError
+from lfqcodec.bench.pictures import choose_crop, chunk_starts
 
 CARPHONE = Path(__file__).parent / "data" / "carphone_33f.mp4"
 

@@ -1,0 +1,5 @@
+"""``python -m lfqcodec.cli``: the ``lfqcodec`` command."""
+
+from .commands import main
+
+main()

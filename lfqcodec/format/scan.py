@@ -94,7 +94,7 @@ def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: i
     v2 = h.version[0] == 2
     head_struct = RECORD if v2 else CHUNK_V1
     head_size = head_struct.size + CRC.size
-    found, seen = ChunkTable(), bytearray((h.chunk_count + 7) // 8)  # compact: millions of chunks stay small
+    found, seen = ChunkTable(), set()  # chunk numbers found: grows with the records present, not the header's claim
     updates: dict[int, RecordEntry] = {}
     scanner = _headers(file, header_size, file_size, RECORD_MAGIC if v2 else CHUNK_MAGIC, head_size)
     item = next(scanner, None)
@@ -119,11 +119,11 @@ def scan_records(file: BinaryIO, file_size: int, h: StreamHeader, header_size: i
                     and 0 < payload_size <= limits.max_chunk_payload else "fields do not match the header")  # fmt: skip
                 if problem is not None:
                     notes.add(f"{where} (chunk {first_chunk}): {problem}: not used")
-                elif seen[first_chunk >> 3] >> (first_chunk & 7) & 1:
+                elif first_chunk in seen:
                     notes.add(f"{where}: a second chunk {first_chunk}: not used")
                     accepted = offset + size
                 else:
-                    seen[first_chunk >> 3] |= 1 << (first_chunk & 7)
+                    seen.add(first_chunk)
                     found.append(ChunkEntry(first_chunk, offset, size, first, frames, record, count - 1 if v2 else -1,
                                             coder))  # fmt: skip
                     accepted = offset + size

@@ -252,6 +252,37 @@ def _apply_update(reader: LfqReader, codec, position: int, log: SalvageLog | Non
             lost_updates.append(info)
 
 
+def write_frames(dst: Path, frames: Iterator[np.ndarray], width: int, height: int, fps, suffix: str, total: int,
+                 desc: str, progress: bool = False, pipeline: bool = True) -> int:
+    """Write ``frames`` to ``dst`` atomically in the format of ``suffix`` (a writer thread with ``pipeline``);
+    returns the frames written. The first frame is taken before the output exists, so the checks a frame
+    iterator runs when it starts fail without leaving a file."""
+    import itertools
+
+    from ..base.atomic import atomic_output
+    from ..io.pipeline import BackgroundWriter
+    from ..io.videoio import VideoWriter
+    from .chunks import _progress
+
+    first = next(frames)
+    written = 0
+    with atomic_output(dst) as tmp, _progress(total, desc, progress) as bar:
+        writer: VideoWriter | BackgroundWriter = VideoWriter(tmp, width, height, fps, suffix)
+        if pipeline:
+            writer = BackgroundWriter(writer)
+        try:
+            for frame in itertools.chain([first], frames):
+                writer.write(frame)
+                written += 1
+                if bar is not None:
+                    bar.update(1)
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+    return written
+
+
 def decode_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
@@ -274,13 +305,10 @@ def decode_file(
     frame, so without ``frames`` it is the one at ``start``. ``precision``: see
     :mod:`lfqcodec.model.inference`; ``pipeline`` writes frames in a background thread
     (:mod:`lfqcodec.io.pipeline`; same output)."""
-    import itertools
     import time
 
-    from .chunks import _progress
-    from ..base.atomic import atomic_output, check_destination
-    from ..io.pipeline import BackgroundWriter
-    from ..io.videoio import VideoWriter, check_output_format
+    from ..base.atomic import check_destination
+    from ..io.videoio import check_output_format
 
     started = time.time()
     suffix = check_output_format(dst)
@@ -303,20 +331,5 @@ def decode_file(
                             salvage=salvage, lost=lost, lost_updates=lost_updates, salvage_notes=salvage_notes,
                             max_pixels=max_pixels, precision=precision, max_memory=max_memory, writer_suffix=suffix,
                             notes=notes)  # fmt: skip
-    first = next(decoded)  # runs the checks before an output file is created
-    written = 0
-    with atomic_output(dst) as tmp, _progress(count, "decode", progress) as bar:
-        writer: VideoWriter | BackgroundWriter = VideoWriter(tmp, h.width, h.height, h.fps, suffix)
-        if pipeline:
-            writer = BackgroundWriter(writer)
-        try:
-            for frame in itertools.chain([first], decoded):
-                writer.write(frame)
-                written += 1
-                if bar is not None:
-                    bar.update(1)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+    written = write_frames(dst, decoded, h.width, h.height, h.fps, suffix, count, "decode", progress, pipeline)
     return DecodeReport(dst, written, time.time() - started, lost, lost_updates, "; ".join(notes), salvage_notes)

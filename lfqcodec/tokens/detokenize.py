@@ -31,7 +31,7 @@ from .. import __version__
 from ..codec.chunks import DEFAULT_GOP, DEFAULT_WINDOW, DEFAULT_ZSTD_LEVEL
 from ..base.atomic import atomic_output, check_destination
 from ..model.checkpoint import MODELS_DIR, LoadedModel, load_model
-from ..codec.decoding import DEFAULT_MAX_PIXELS, find_model_for
+from ..codec.decoding import DEFAULT_MAX_PIXELS, find_model_for, write_frames
 from ..base.errors import LfqError, ModelError
 from ..model.quantizer import indices_to_bits
 from ..model.tiling import DEFAULT_MAX_MEMORY, decoder_budget
@@ -207,9 +207,7 @@ def detokenize_file(
     ``N``/``A-B``, ``clip``) to the video ``dst`` (``.mkv .mp4 .mov .y4m .png``, as ``decode``), or
     store them as the ``.lfq`` file ``dst`` (context-coded when the tokenizer's entropy model is
     installed). ``size`` is ``(width, height)``."""
-    from ..codec.chunks import _progress
-    from ..io.pipeline import BackgroundWriter
-    from ..io.videoio import VideoWriter, check_output_format
+    from ..io.videoio import check_output_format
 
     started = time.time()
     suffix = Path(dst).suffix.lower()
@@ -232,20 +230,7 @@ def detokenize_file(
     tok = Tokenizer.load(loaded, device, precision, quality=plan.quality, window=window, memory_budget=budget)
     decoded = (frame for block in tok.decode_stream(tokens.frames(), plan.chunk_frames, plan.height, plan.width)
                for frame in block)  # fmt: skip
-    first = next(decoded)  # the first chunk's checks run before an output file is created
-    written = 0
-    with atomic_output(dst) as tmp, _progress(total, "detokenize", progress) as bar:
-        writer = BackgroundWriter(VideoWriter(tmp, plan.width, plan.height, plan.fps, suffix))
-        try:
-            for frame in itertools.chain([first], decoded):
-                writer.write(frame)
-                written += 1
-                if bar is not None:
-                    bar.update(1)
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
+    written = write_frames(dst, decoded, plan.width, plan.height, plan.fps, suffix, total, "detokenize", progress)
     return DetokenizeReport(dst, written, time.time() - started, warnings, tok.codec.mode.describe())
 
 

@@ -18,7 +18,7 @@ with ``LfqError``), tracebacks (any other exception, or a refusal of more than o
 ``--max-rss-mib``, 2 GiB). Each failing input is saved next to the results JSON, which records the
 command, the machine, its CPU flags and the date.
 
-    nice -n 10 python benchmarks/fuzz_reader.py --executions 100000 --out benchmarks/results/fuzz-reader.json
+    python benchmarks/fuzz_reader.py --executions 100000 --workers 2 --out benchmarks/results/fuzz-reader-100k.json
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import resource
 import struct
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import zlib
@@ -273,6 +274,31 @@ def _cpu() -> dict:
     return info
 
 
+def _result(args, corpus: list[bytes], counts: dict, failures: list, slowest: float, peak: int, done: int,
+            seconds: float) -> dict:
+    import constriction
+    import torch
+    import zstandard
+
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu()},
+        "versions": {"numpy": np.__version__, "zstandard": zstandard.__version__, "torch": torch.__version__,
+                     "constriction": getattr(constriction, "__version__", "0.5.0 (pinned)")},  # fmt: skip
+        "seeds": len(corpus),
+        "executions": done,
+        "complete": done == args.executions,
+        "workers": args.workers,
+        "seconds": round(seconds, 1),
+        "counts": counts,
+        "slowest_input_seconds": round(slowest, 2),
+        "peak_worker_rss_mib": peak,
+        "limits": {"hang_seconds": args.hang_seconds, "max_rss_mib": args.max_rss_mib, "max_pixels": MAX_PIXELS},
+        "failures": failures,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--executions", type=int, default=2000)
@@ -281,21 +307,33 @@ def main() -> None:
                         help="frames of the test clip to encode as a seed (0: none)")  # fmt: skip
     parser.add_argument("--hang-seconds", type=float, default=10.0)
     parser.add_argument("--max-rss-mib", type=int, default=2048)
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes run in parallel; the inputs are the same for any count")  # fmt: skip
+    parser.add_argument("--checkpoint-every", type=int, default=5000,
+                        help="write the results so far (complete: false) every this many executions")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz-reader.json")
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     failures_dir = args.out.with_suffix("")
     counts = {"traceback": 0, "hang": 0, "over-allocation": 0, "crash": 0}  # and each "reader ..., salvage ..." pair
-    failures, slowest, peak = [], 0.0, 0
+    failures: list[dict] = []
+    state = {"next": 0, "done": 0, "slowest": 0.0, "peak": 0}
+    lock = threading.Lock()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = seeds(args.real_frames, Path(tmp))
-        current = Worker(str(Path(tmp) / "input.lfq"))
         started = time.time()
-        for i in range(args.executions):
-            data = mutate(corpus, rng) if i >= len(corpus) else corpus[i]
-            outcome, detail, seconds, rss = current.run(data, args.hang_seconds, args.max_rss_mib)
+
+        def take() -> tuple[int, bytes] | None:
+            with lock:  # inputs are drawn in order from one generator: the same inputs for any worker count
+                i = state["next"]
+                if i >= args.executions:
+                    return None
+                state["next"] += 1
+                return i, (mutate(corpus, rng) if i >= len(corpus) else corpus[i])
+
+        def record(i: int, data: bytes, outcome: str, detail: str, seconds: float, rss: int) -> None:
             counts[outcome] = counts.get(outcome, 0) + 1
-            slowest, peak = max(slowest, seconds), max(peak, rss)
+            state["slowest"], state["peak"] = max(state["slowest"], seconds), max(state["peak"], rss)
             ran = outcome.startswith("reader")
             if not ran or rss > args.max_rss_mib:
                 if ran:
@@ -305,31 +343,36 @@ def main() -> None:
                 (failures_dir / name).write_bytes(data)
                 failures.append({"execution": i, "outcome": outcome, "input": str(failures_dir / name),
                                  "detail": detail[-2000:]})  # fmt: skip
-            if outcome in ("hang", "over-allocation", "crash") or rss > args.max_rss_mib // 2:
-                current.stop()
-                current = Worker(str(Path(tmp) / "input.lfq"))
-            if (i + 1) % 500 == 0:
-                print(f"{i + 1} executions, {counts}", file=sys.stderr, flush=True)
-        current.stop()
-    import constriction
-    import torch
-    import zstandard
+            state["done"] += 1
+            done = state["done"]
+            if done % 500 == 0:
+                print(f"{done} executions, {time.time() - started:.0f} s, {counts}", file=sys.stderr, flush=True)
+            if args.checkpoint_every and done % args.checkpoint_every == 0 and done < args.executions:
+                partial = _result(args, corpus, counts, failures, state["slowest"], state["peak"], done,
+                                  time.time() - started)  # fmt: skip
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                args.out.write_text(json.dumps(partial, indent=1) + "\n")
 
-    result = {
-        "command": "python " + " ".join(sys.argv),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpu": _cpu()},
-        "versions": {"numpy": np.__version__, "zstandard": zstandard.__version__, "torch": torch.__version__,
-                     "constriction": getattr(constriction, "__version__", "0.5.0 (pinned)")},  # fmt: skip
-        "seeds": len(corpus),
-        "executions": args.executions,
-        "seconds": round(time.time() - started, 1),
-        "counts": counts,
-        "slowest_input_seconds": round(slowest, 2),
-        "peak_worker_rss_mib": peak,
-        "limits": {"hang_seconds": args.hang_seconds, "max_rss_mib": args.max_rss_mib, "max_pixels": MAX_PIXELS},
-        "failures": failures,
-    }
+        def drive(index: int) -> None:
+            current = Worker(str(Path(tmp) / f"input-{index}.lfq"))
+            while (item := take()) is not None:
+                i, data = item
+                outcome, detail, seconds, rss = current.run(data, args.hang_seconds, args.max_rss_mib)
+                with lock:
+                    record(i, data, outcome, detail, seconds, rss)
+                if outcome in ("hang", "over-allocation", "crash") or rss > args.max_rss_mib // 2:
+                    current.stop()
+                    current = Worker(str(Path(tmp) / f"input-{index}.lfq"))
+            current.stop()
+
+        threads = [threading.Thread(target=drive, args=(k,)) for k in range(max(1, args.workers))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    failures.sort(key=lambda failure: failure["execution"])
+    result = _result(args, corpus, counts, failures, state["slowest"], state["peak"], state["done"],
+                     time.time() - started)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "failures")}))

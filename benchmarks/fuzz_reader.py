@@ -14,7 +14,9 @@ them. Frames above 640x480 are refused as ``--max-pixels 307200`` would (valid f
 minutes of work, docs/UNTRUSTED.md).
 
 Counted: executions, what the normal reader and salvage each did (accepted, or refused in one line
-with ``LfqError``), tracebacks (any other exception, or a refusal of more than one line), hangs (an input over ``--hang-seconds``, 10 s) and over-allocations (worker RSS over
+with ``LfqError``), which check refused them (``refusals``: each message with its numbers taken out,
+so it shows how deep the inputs reach), tracebacks (any other exception, or a refusal of more than
+one line), hangs (an input over ``--hang-seconds``, 10 s) and over-allocations (worker RSS over
 ``--max-rss-mib``, 2 GiB). Each failing input is saved next to the results JSON, which records the
 command, the machine, its CPU flags and the date.
 
@@ -31,6 +33,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import struct
 import sys
@@ -134,6 +137,94 @@ def fix_checksums(data: bytearray) -> bytearray:
     return data
 
 
+def split(data: bytes) -> tuple[bytes, list[bytes]]:
+    """A seed as its header and its whole records (FORMAT.md, "Records"), for structured mutations."""
+    size = struct.unpack_from("<I", data, 12)[0]
+    end = len(data)
+    if data[-12:-8] == b"LFQT":  # a trailer: the records end where the index starts
+        end = struct.unpack_from("<Q", data, len(data) - 16)[0]
+    at, records = size, []
+    while at + 48 <= end and data[at : at + 4] == b"LFQR":
+        n = struct.unpack_from("<I", data, at + 36)[0]
+        if at + 48 + n > end:
+            break
+        records.append(data[at : at + 48 + n])
+        at += 48 + n
+    return data[:size], records
+
+
+def reseal(fields: list, payload: bytes, payload_crc: bool = True) -> bytes:
+    """A record from its header fields and payload, with its length and checksums made to match."""
+    from lfqcodec.format.records import RECORD, with_crc
+
+    fields[10] = len(payload)
+    if payload_crc:
+        fields[11] = zlib.crc32(payload)
+    return with_crc(RECORD.pack(*fields)) + payload
+
+
+def assemble(head: bytes, records: list[bytes], index: bool) -> bytes:
+    """Header, records and (with ``index``) an index and trailer that agree with the records as they are."""
+    from lfqcodec.format.records import RECORD, ChunkEntry, RecordEntry, index_bytes, trailer_bytes
+
+    chunks, others, at = [], [], len(head)
+    for record in records:
+        kind, coder, number, first_chunk, count, first, frames = RECORD.unpack_from(record)[1:8]
+        if kind == 0:
+            chunks.append(ChunkEntry(first_chunk, at, len(record), first, frames, number, count - 1, coder))
+        else:
+            others.append(RecordEntry(number, kind, at, len(record), first_chunk, count))
+        at += len(record)
+    tail = index_bytes(2, chunks, others) + trailer_bytes(at) if index else b""
+    return head + b"".join(records) + tail
+
+
+def mutate_records(parts: list[tuple[bytes, list[bytes]]], rng: np.random.Generator) -> bytes:
+    """A structured mutation: change records (fields, payloads, order) and rebuild a matching index, so
+    that the input passes the file-level checks and reaches the parsers of chunks and updates."""
+    from lfqcodec.format.records import RECORD
+
+    head, records = parts[rng.integers(len(parts))]
+    head, records = bytearray(head), list(records)
+    for _ in range(int(rng.integers(1, 3))):
+        op = int(rng.integers(7))
+        if not records:
+            break
+        k = int(rng.integers(len(records)))
+        fields, payload = list(RECORD.unpack_from(records[k])), bytearray(records[k][48:])
+        if op == 0 and payload:  # flip payload bits
+            for i in rng.integers(0, len(payload), int(rng.integers(1, 9))):
+                payload[i] ^= 1 << int(rng.integers(8))
+        elif op == 1:  # a field to an interesting value or one off
+            field = int(rng.integers(1, 10))
+            width = 0xFFFF if field <= 2 else 0xFFFFFFFF
+            if rng.random() < 0.5:
+                fields[field] = INTERESTING[rng.integers(len(INTERESTING))] & width
+            else:
+                fields[field] = (fields[field] + int(rng.choice([-1, 1]))) & width
+        elif op == 2 and payload:  # payload cut short
+            del payload[int(rng.integers(len(payload))) :]
+        elif op == 3:  # payload with bytes after its stream
+            payload += rng.bytes(int(rng.integers(1, 64))) if rng.random() < 0.5 else bytes(int(rng.integers(1, 64)))
+        elif op == 4:  # a record dropped, doubled or moved
+            record = records.pop(k)
+            if rng.random() < 0.7:
+                records.insert(int(rng.integers(len(records) + 1)), record)
+            if rng.random() < 0.3:
+                records.insert(int(rng.integers(len(records) + 1)), record)
+            continue
+        elif op == 5:  # another record's payload
+            donor = records[rng.integers(len(records))]
+            payload = bytearray(donor[48:])
+        else:  # a header byte changed, its checksum kept right
+            at = int(rng.integers(16, max(17, len(head) - 4)))
+            head[at] ^= 1 << int(rng.integers(8))
+            struct.pack_into("<I", head, len(head) - 4, zlib.crc32(head[:-4]))
+            continue
+        records[k] = reseal(fields, bytes(payload), payload_crc=rng.random() < 0.95)
+    return assemble(bytes(head), records, index=rng.random() < 0.85)
+
+
 def mutate(corpus: list[bytes], rng: np.random.Generator) -> bytes:
     data = bytearray(corpus[rng.integers(len(corpus))])
     for _ in range(int(rng.integers(1, 4))):
@@ -171,7 +262,12 @@ def mutate(corpus: list[bytes], rng: np.random.Generator) -> bytes:
 # --- the target, in a worker process --------------------------------------------------------------------------
 
 
-def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
+def _reason(exc: Exception) -> str:
+    """A refusal's message with its numbers taken out: which check refused the input."""
+    return re.sub(r"0x[0-9a-fA-F]+|\d+", "N", str(exc))[:80]
+
+
+def _target(data: bytes, models: dict, decoder, tmp: Path) -> tuple[str, str]:
     from lfqcodec.codec.adapt import DecoderUpdate
     from lfqcodec.format.container import LfqReader
     from lfqcodec.codec.decoding import check_size
@@ -179,7 +275,7 @@ def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
     from lfqcodec.codec.fileinfo import read_info
     from lfqcodec.format.salvage import SalvageLog
 
-    outcome = []
+    outcome, reasons = [], []
     for salvage in (False, True):
         mode = "salvage" if salvage else "reader"
         try:
@@ -206,7 +302,8 @@ def _target(data: bytes, models: dict, decoder, tmp: Path) -> str:
             if "\n" in str(exc):
                 raise AssertionError(f"a refusal of more than one line: {str(exc)[:200]!r}") from None
             outcome.append(f"{mode} refused")
-    return ", ".join(outcome)
+            reasons.append(f"{mode}: {_reason(exc)}")
+    return ", ".join(outcome), "\n".join(reasons)
 
 
 def worker(conn, tmp: str) -> None:
@@ -223,7 +320,7 @@ def worker(conn, tmp: str) -> None:
             return
         started = time.time()
         try:
-            result = (_target(data, models, loaded.tokenizer.decoder, Path(tmp)), "")
+            result = _target(data, models, loaded.tokenizer.decoder, Path(tmp))
         except Exception:
             result = ("traceback", traceback.format_exc(limit=8))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
@@ -274,8 +371,8 @@ def _cpu() -> dict:
     return info
 
 
-def _result(args, corpus: list[bytes], counts: dict, failures: list, slowest: float, peak: int, done: int,
-            seconds: float) -> dict:
+def _result(args, corpus: list[bytes], counts: dict, refusals: dict, failures: list, slowest: float, peak: int,
+            done: int, seconds: float) -> dict:
     import constriction
     import torch
     import zstandard
@@ -290,11 +387,13 @@ def _result(args, corpus: list[bytes], counts: dict, failures: list, slowest: fl
         "executions": done,
         "complete": done == args.executions,
         "workers": args.workers,
+        "structured_share": args.structured,
         "seconds": round(seconds, 1),
         "counts": counts,
         "slowest_input_seconds": round(slowest, 2),
         "peak_worker_rss_mib": peak,
         "limits": {"hang_seconds": args.hang_seconds, "max_rss_mib": args.max_rss_mib, "max_pixels": MAX_PIXELS},
+        "refusals": dict(sorted(refusals.items(), key=lambda item: -item[1])),
         "failures": failures,
     }
 
@@ -309,6 +408,8 @@ def main() -> None:
     parser.add_argument("--max-rss-mib", type=int, default=2048)
     parser.add_argument("--workers", type=int, default=1,
                         help="worker processes run in parallel; the inputs are the same for any count")  # fmt: skip
+    parser.add_argument("--structured", type=float, default=0.5,
+                        help="share of inputs made by changing whole records and rebuilding the index (the rest: bytes)")  # fmt: skip
     parser.add_argument("--checkpoint-every", type=int, default=5000,
                         help="write the results so far (complete: false) every this many executions")  # fmt: skip
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "fuzz-reader.json")
@@ -317,10 +418,12 @@ def main() -> None:
     failures_dir = args.out.with_suffix("")
     counts = {"traceback": 0, "hang": 0, "over-allocation": 0, "crash": 0}  # and each "reader ..., salvage ..." pair
     failures: list[dict] = []
+    refusals: dict[str, int] = {}  # which check refused how many inputs, reader and salvage apart
     state = {"next": 0, "done": 0, "slowest": 0.0, "peak": 0}
     lock = threading.Lock()
     with tempfile.TemporaryDirectory() as tmp:
         corpus = seeds(args.real_frames, Path(tmp))
+        parts = [split(data) for data in corpus]
         started = time.time()
 
         def take() -> tuple[int, bytes] | None:
@@ -329,12 +432,18 @@ def main() -> None:
                 if i >= args.executions:
                     return None
                 state["next"] += 1
-                return i, (mutate(corpus, rng) if i >= len(corpus) else corpus[i])
+                if i < len(corpus):
+                    return i, corpus[i]
+                structured = rng.random() < args.structured
+                return i, (mutate_records(parts, rng) if structured else mutate(corpus, rng))
 
         def record(i: int, data: bytes, outcome: str, detail: str, seconds: float, rss: int) -> None:
             counts[outcome] = counts.get(outcome, 0) + 1
             state["slowest"], state["peak"] = max(state["slowest"], seconds), max(state["peak"], rss)
             ran = outcome.startswith("reader")
+            if ran:
+                for reason in filter(None, detail.split("\n")):
+                    refusals[reason] = refusals.get(reason, 0) + 1
             if not ran or rss > args.max_rss_mib:
                 if ran:
                     counts["over-allocation"] += 1
@@ -348,7 +457,7 @@ def main() -> None:
             if done % 500 == 0:
                 print(f"{done} executions, {time.time() - started:.0f} s, {counts}", file=sys.stderr, flush=True)
             if args.checkpoint_every and done % args.checkpoint_every == 0 and done < args.executions:
-                partial = _result(args, corpus, counts, failures, state["slowest"], state["peak"], done,
+                partial = _result(args, corpus, counts, refusals, failures, state["slowest"], state["peak"], done,
                                   time.time() - started)  # fmt: skip
                 args.out.parent.mkdir(parents=True, exist_ok=True)
                 args.out.write_text(json.dumps(partial, indent=1) + "\n")
@@ -371,11 +480,11 @@ def main() -> None:
         for thread in threads:
             thread.join()
     failures.sort(key=lambda failure: failure["execution"])
-    result = _result(args, corpus, counts, failures, state["slowest"], state["peak"], state["done"],
+    result = _result(args, corpus, counts, refusals, failures, state["slowest"], state["peak"], state["done"],
                      time.time() - started)  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "failures")}))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("machine", "failures", "refusals")}))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ Set ``LFQCODEC_DEBUG=1`` to see tracebacks of unexpected failures.
 
 from __future__ import annotations
 
-import json
 import signal
 import sys
 from pathlib import Path
@@ -16,28 +15,13 @@ import click
 
 from .. import api
 from .bench import bench
-from .common import OneLineErrorGroup, QualityOption, _parse_size, device_option, handle_errors, quiet_option
+from .common import INPUT_PATH, OneLineErrorGroup, QualityOption, _parse_size, device_option, handle_errors, quiet_option
+from .info import info
 from .tokens import detokenize
 from .train import calibrate_int8, train, train_entropy
-from ..base.errors import LfqError
 
 QUALITIES = ("low", "medium", "high")
-# readable=False: an unreadable input is reported by the API as one line (exit 1), not as a usage error
-INPUT_PATH = click.Path(readable=False, path_type=Path)
 PRESETS = ("fast", "medium", "slow", "veryslow")  # lfqcodec.presets.preset.PRESETS (not imported: keeps the CLI light)
-
-
-def _printable(value: object) -> str:
-    """``value`` as text with control and format characters (newlines, escapes, bidi overrides)
-    escaped, so that metadata from a file cannot drive the terminal."""
-    import unicodedata
-
-    def escape(c: str) -> str:
-        if unicodedata.category(c) not in ("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"):
-            return c
-        return f"\\x{ord(c):02x}" if ord(c) < 256 else f"\\u{ord(c):04x}"
-
-    return "".join(map(escape, str(value)))
 
 
 max_pixels_option = click.option(
@@ -186,52 +170,6 @@ def decode(src, dst, start, frames, model, salvage, max_pixels, max_memory, devi
 
 @main.command()
 @click.argument("src", type=INPUT_PATH)
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-@click.option("--max-pixels", type=click.IntRange(0), default=0, show_default=True, metavar="N",
-              help="Refuse files whose frames have more pixels than this (width x height); 0 = no limit.")  # fmt: skip
-@handle_errors
-def info(src, as_json, max_pixels):
-    """Show the header, model, bitrate and chunk table of SRC (.lfq)."""
-    data = api.read_info(src)
-    if max_pixels and data["width"] * data["height"] > max_pixels:
-        raise LfqError(f"frame size {data['width']}x{data['height']} exceeds --max-pixels {max_pixels}")
-    if as_json:
-        click.echo(json.dumps(data, indent=2))
-        return
-    meta = {key: _printable(value) for key, value in data["metadata"].items()}
-    updates = data["updates"]
-    lines = [
-        f"file:        {_printable(data['file'])} ({data['file_bytes']} bytes, format {data['format_version']})",
-        f"model:       {meta.get('model_name', '?')} ({data['model']['id']}), quality {meta.get('quality', '?')}"
-        + (f"; {data['model']['design']}" if data["model"].get("design") else "; not installed"),
-        f"video:       {data['width']}x{data['height']}, {data['frame_count']} frames @ {data['fps']} fps "
-        f"({data['duration_s']:.3f} s), time base {data['time_base']}",
-        f"source:      {meta.get('source_codec', '?')} {meta.get('source_pix_fmt', '?')}",
-        f"encoder:     {meta.get('encoder', '?')}" + (f", preset {meta['preset']}" if meta.get("preset") else "")
-        + (f", {meta['precision']}" if meta.get("precision") else "")
-        + (f", bit search {meta['search_steps']} steps" if meta.get("search_steps") else ""),
-        f"tokens:      {data['bits_per_token']} of {data['model_bits']} bits, grid {data['latent_grid'][0]}x"
-        f"{data['latent_grid'][1]}, {data['factors']['temporal']}x{data['factors']['spatial']}x"
-        f"{data['factors']['spatial']} (t x h x w)",
-        "coder:       " + (f"context model{' + network' if any('network' in c['coder'] for c in data['chunks']) else ''} "
-                            f"{data['entropy_model']} ({data['context_coded_chunks']} of {len(data['chunks'])} chunks"
-                            + ("; the rest zstd bit planes)" if data["context_coded_chunks"] < len(data["chunks"]) else ")")
-                            if data["context_coded_chunks"] else "zstd bit planes"),
-        f"bitrate:     {data['bits_per_pixel']:.4f} bits/pixel, {data['kbit_per_second']:.1f} kbit/s",
-        f"updates:     {updates['count']} decoder updates, {updates['bytes']} bytes, {updates['chunks_covered']} chunks",
-        f"chunks:      {len(data['chunks'])} of up to {data['gop']} frames",
-        "  index      offset       bytes  frames        coder  bits/token",
-    ]
-    for c in data["chunks"]:
-        last = c["first_frame"] + c["frames"] - 1
-        coder = ("context+net" if "network" in c["coder"] else "context") if c["coder"].startswith("context") else "zstd"
-        lines.append(f"  {c['index']:5d} {c['offset']:11d} {c['bytes']:11d}  {c['first_frame']}-{last}"
-                     f"  {coder:>11} {c['coded_bits_per_token']:11.3f}" + (f"  update {c['update']}" if c["update"] is not None else ""))
-    click.echo("\n".join(lines))
-
-
-@main.command()
-@click.argument("src", type=INPUT_PATH)
 @click.argument("dst", type=click.Path(path_type=Path))
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also export factorized sub-token indices of this many bits (e.g. 8).")  # fmt: skip
@@ -325,6 +263,7 @@ def _command_line(ctx: click.Context) -> str:
     return shlex.join(words)
 
 
+main.add_command(info)
 main.add_command(bench)
 main.add_command(train)
 main.add_command(train_entropy)

@@ -10,10 +10,15 @@ from __future__ import annotations
 import functools
 import os
 import sys
+from pathlib import Path
 
 import click
 
 from ..base.errors import LfqError
+
+
+# readable=False: an unreadable input is reported by the API as one line (exit 1), not as a usage error
+INPUT_PATH = click.Path(readable=False, path_type=Path)
 
 
 def _fail(message: str, code: int = 1) -> None:
@@ -73,6 +78,9 @@ def handle_errors(func):
             _fail(str(exc))
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except MemoryError:
             _fail("out of memory (try a smaller --window or --gop)")
         except Exception as exc:

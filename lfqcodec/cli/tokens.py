@@ -8,9 +8,8 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, handle_errors, quiet_option
+from .common import INPUT_PATH, device_option, handle_errors, quiet_option
 
-INPUT_PATH = click.Path(readable=False, path_type=Path)
 
 
 def _fps(ctx, param, value: str | None) -> Fraction | None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import os
 import zipfile
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,16 +28,46 @@ def _design(model_id: bytes) -> str | None:
     return config.design if config is not None else None
 
 
+class ChunkRows(Sequence):
+    """The chunk table of :func:`read_info`: one dict per chunk, made when asked for. The reader holds
+    a chunk in 64 bytes (:class:`lfqcodec.format.records.ChunkTable`), so a file of millions of tiny
+    chunks costs that, not a dict each; ``list(rows)`` makes them all."""
+
+    def __init__(self, chunks: Sequence, header, record_head: int):
+        self.chunks, self.header, self.record_head = chunks, header, record_head
+
+    def __len__(self) -> int:
+        return len(self.chunks)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        c, h = self.chunks[i], self.header
+        return {
+            "index": c.index,
+            "offset": c.offset,
+            "bytes": c.size,
+            "first_frame": c.first_frame,
+            "frames": c.frame_count,
+            "coder": CODERS[c.coder],
+            "coded_bits_per_token": (c.size - self.record_head) * 8
+            / (h.latent_frames(c.frame_count) * h.grid_height * h.grid_width),
+            "update": c.update if c.update >= 0 else None,
+        }
+
+
 def read_info(path: str | os.PathLike) -> dict:
-    """Header, model, duration, bitrate, coder, chunk table and decoder updates of an ``.lfq`` file."""
+    """Header, model, duration, bitrate, coder, chunk table and decoder updates of an ``.lfq`` file.
+    ``chunks`` is a :class:`ChunkRows` (a sequence of dicts, made as read); ``coders`` counts the
+    chunks by coder name."""
     reader, handle = open_reader(path)
     with handle:
         h = reader.header
         size = reader.file_size
         duration = float(h.frame_count / h.fps) if h.frame_count else 0.0
-        tokens = h.grid_height * h.grid_width
         head = 48 if reader.v2 else 36  # record / chunk header bytes (FORMAT.md)
         updates = [e for e in reader.others if e.type == TYPE_UPDATE]
+        coders = Counter(c.coder for c in reader.chunks)
         return {
             "file": str(path),
             "format_version": reader.version,
@@ -59,19 +90,6 @@ def read_info(path: str | os.PathLike) -> dict:
             "bits_per_pixel": size * 8 / max(1, h.width * h.height * h.frame_count),
             "kbit_per_second": size * 8 / 1000 / duration if duration else 0.0,
             "metadata": h.metadata,
-            "chunks": [
-                {
-                    "index": c.index,
-                    "offset": c.offset,
-                    "bytes": c.size,
-                    "first_frame": c.first_frame,
-                    "frames": c.frame_count,
-                    "coder": CODERS[c.coder],
-                    "coded_bits_per_token": (c.size - head) * 8 / (h.latent_frames(c.frame_count) * tokens),
-                    "update": c.update if c.update >= 0 else None,
-                }
-                for c in reader.chunks
-            ],
             "updates": {
                 "count": len(updates),
                 "bytes": sum(e.size for e in updates),
@@ -83,7 +101,9 @@ def read_info(path: str | os.PathLike) -> dict:
                                 for e in reader.others if e.type != TYPE_UPDATE],  # fmt: skip (the first 100)
             "skipped_count": reader.skipped[0],
             "skipped_bytes": reader.skipped[1],
-            "context_coded_chunks": sum(c.coder != CODER_ZSTD for c in reader.chunks),
+            "coders": {CODERS[coder]: count for coder, count in sorted(coders.items())},
+            "context_coded_chunks": sum(count for coder, count in coders.items() if coder != CODER_ZSTD),
+            "chunks": ChunkRows(reader.chunks, h, head),
         }
 
 

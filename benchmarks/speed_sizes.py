@@ -1,7 +1,7 @@
 """Encode and decode speed at common frame sizes (the README's "expected speed" table).
 
     python benchmarks/speed_sizes.py [--clip CLIP] [--frames 33] [--sizes 960x540 1280x720] \\
-        [--quality medium] [--out benchmarks/results/speed/speed_sizes-<flags>.json]
+        [--quality medium] [--precision auto] [--out benchmarks/results/speed/speed_sizes-<flags>.json]
 
 The first ``--frames`` frames of a real clip are scaled to each size (PyAV), encoded with
 ``lfqcodec.encode_frames`` to a context-coded ``.lfq`` and decoded with ``lfqcodec.decode_file`` to
@@ -48,19 +48,20 @@ def cpu_model() -> str:
     return platform.processor() or "?"
 
 
-def measure(frames: list[np.ndarray], quality: str, tmp: Path) -> dict:
+def measure(frames: list[np.ndarray], quality: str, tmp: Path, precision: str = "auto") -> dict:
     height, width = frames[0].shape[:2]
     lfq, back = tmp / "x.lfq", tmp / "x.mkv"
     lfqcodec.encode_frames(iter(frames[:5]), lfq, width=width, height=height, fps=Fraction(25), quality=quality,
-                           device="cpu", overwrite=True)  # fmt: skip  (warm-up: model load, first-use set-up)
+                           device="cpu", overwrite=True, precision=precision)  # fmt: skip  (warm-up: model load, first-use set-up)
     started = time.perf_counter()
     report = lfqcodec.encode_frames(iter(frames), lfq, width=width, height=height, fps=Fraction(25), quality=quality,
-                                    device="cpu", overwrite=True)  # fmt: skip
+                                    device="cpu", overwrite=True, precision=precision)  # fmt: skip
     encode_s = time.perf_counter() - started
     started = time.perf_counter()
-    lfqcodec.decode_file(lfq, back, device="cpu", overwrite=True)
+    decoded = lfqcodec.decode_file(lfq, back, device="cpu", overwrite=True, precision=precision)
     decode_s = time.perf_counter() - started
     return {"size": f"{width}x{height}", "frames": len(frames), "quality": quality, "mode": report.mode,
+            "decode_mode": decoded.mode,
             "encode_fps": len(frames) / encode_s, "decode_fps": len(frames) / decode_s,
             "bpp": report.bits_per_pixel}  # fmt: skip
 
@@ -71,18 +72,20 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=33)
     parser.add_argument("--sizes", nargs="+", default=["960x540", "1280x720"])
     parser.add_argument("--quality", nargs="+", default=["medium"])
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "int8"])
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     flags = sorted(f for f in cpu_flags() if f.startswith(("avx", "amx")))
-    out = args.out or HERE / "results" / "speed" / f"speed_sizes-{'vnni' if any('vnni' in f for f in flags) else 'avx2'}.json"
+    kind = "vnni" if any("vnni" in f for f in flags) else "avx2"
+    out = args.out or HERE / "results" / "speed" / f"speed_sizes-{kind}{'' if args.precision == 'auto' else '-' + args.precision}.json"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for size in args.sizes:
             width, height = (int(v) for v in size.split("x"))
             frames = scaled_frames(args.clip, args.frames, width, height)
             for quality in args.quality:
-                rows.append(measure(frames, quality, Path(tmp)))
+                rows.append(measure(frames, quality, Path(tmp), args.precision))
                 r = rows[-1]
                 print(f"{r['size']:>10s} {quality:7s} encode {r['encode_fps']:.2f} fps, decode {r['decode_fps']:.2f} fps "
                       f"({r['mode']})", flush=True)  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,15 @@ def test_the_measuring_clips_are_four_and_excluded_from_training():
     assert all(heldout.is_excluded(c) for c in clips)
     assert heldout.is_excluded("bikes.mp4") and heldout.is_excluded("/x/vtest.avi") and heldout.is_excluded("kitten.mkv")
     assert not heldout.is_excluded("cockatoo.mp4")
+
+
+def test_shared_data_is_beside_the_checkout():
+    """As scripts/fetch_data.sh and benchmarks/model_card.sh have it: ../shared/data from the repository
+    (the package's move into subpackages once made it the repository's own shared/data)."""
+    repository = Path(__file__).resolve().parents[1]
+    assert heldout.CHECKOUT == repository
+    if "LFQ_SHARED_DATA" not in os.environ:
+        assert heldout.SHARED_DATA == repository.parent / "shared" / "data"
 
 
 @pytest.fixture

@@ -21,7 +21,8 @@ from pathlib import Path
 
 # The same variables as scripts/fetch_data.sh and benchmarks/model_card.sh:
 DATA_CACHE = Path(os.environ.get("LFQ_DATA", Path.home() / ".cache/lfqcodec/data"))  # fetch_data.sh fills it
-SHARED_DATA = Path(os.environ.get("LFQ_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared/data"))
+CHECKOUT = Path(__file__).resolve().parents[2]  # lfqcodec/training/heldout.py -> the repository
+SHARED_DATA = Path(os.environ.get("LFQ_SHARED_DATA", CHECKOUT.parent / "shared/data"))  # beside the checkout
 
 MEASURING: dict[str, tuple[str, str]] = {  # stem: (root, path under it); root "shared" or "cache"
     "armwrestling": ("shared", "validation/armwrestling.mp4"),

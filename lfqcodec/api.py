@@ -196,7 +196,7 @@ def encode_frames(
         chosen = replace(chosen, search_steps=search_steps)
     if search_steps or chosen.search_steps:
         header.metadata["search_steps"] = str(search_steps or chosen.search_steps)
-    header.metadata["precision"] = codec.mode.precision  # bits may differ by it near zero (lfqcodec.model.inference)
+    header.metadata["precision"] = codec.encode_mode.precision  # bits may differ by it near zero (lfqcodec.model.inference)
     rate = presets.SEARCH_RATE if entropy_model is not None else 0.0  # rate-aware where the file is context-coded
     search = SearchConfig(steps=search_steps, rate_weight=rate, rate_model=entropy_model)
     show = progress_total is not None
@@ -213,4 +213,4 @@ def encode_frames(
         if not writer.frames:
             raise LfqError("no frames could be read from the input")
         header = writer.close()
-    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started, warnings, codec.mode.describe())
+    return EncodeReport(dst, header, dst.stat().st_size, time.time() - started, warnings, codec.encode_mode.describe())

@@ -56,6 +56,47 @@ def test_auto_takes_int8_where_the_cpu_has_dot_products_and_the_model_is_calibra
     assert mode.dtype == torch.float32 or expected == "bf16"
 
 
+@pytest.mark.parametrize(
+    "flags, calibrated, expected",
+    [
+        ({"avx2", "fma"}, True, "int8"),  # AVX2 without dot products: the encoder only
+        ({"avx2", "fma"}, False, "fp32"),  # no calibration file for the model
+        ({"avx512f", "avx512_vnni"}, True, "int8"),
+        ({"sse4_2"}, True, "fp32"),  # no AVX2
+    ],
+)
+def test_auto_encoder_takes_int8_on_avx2(monkeypatch, flags, calibrated, expected):
+    monkeypatch.setattr(inference, "cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(inference, "kernels_available", lambda: True)
+    monkeypatch.setattr(inference.platform, "machine", lambda: "x86_64")
+    mode = choose_mode("auto", torch.device("cpu"), calibrated, encoding=True)
+    assert mode.precision == expected and mode.reason.startswith("auto:")
+    assert choose_mode("fp32", torch.device("cpu"), calibrated, encoding=True).precision == "fp32"  # asked for
+    if "avx2" in flags:  # the same flags read on an ARM machine mean nothing
+        monkeypatch.setattr(inference.platform, "machine", lambda: "aarch64")
+        assert choose_mode("auto", torch.device("cpu"), calibrated, encoding=True).precision in ("fp32", "bf16")
+
+
+@pytest.mark.skipif(not int8.kernels_available(), reason="this torch has no x86 int8 kernels")
+def test_codec_on_avx2_encodes_in_int8_and_decodes_in_fp32(monkeypatch, shipped, tmp_path):
+    from lfqcodec.bench.suite import read_clip
+    from lfqcodec.codec.chunks import Codec
+
+    monkeypatch.setattr(inference, "cpu_flags", lambda: frozenset({"avx2", "fma"}))
+    monkeypatch.setattr(inference.platform, "machine", lambda: "x86_64")
+    codec = Codec(shipped, torch.device("cpu"))
+    assert (codec.encode_mode.precision, codec.mode.precision) == ("int8", "fp32")
+    quantized = [isinstance(m, int8.Int8CausalConv3d) for m in codec.encoder.encoder.modules()]
+    assert any(quantized) and not any(isinstance(m, int8.Int8CausalConv3d) for m in codec.tokenizer.modules())
+    carphone = read_clip(SAMPLE, 5)[0]
+    h, w = carphone.shape[1:3]
+    report = lfqcodec.encode_frames(iter(carphone), tmp_path / "a.lfq", width=w, height=h, fps=Fraction(30),
+                                    model=shipped, device="cpu")  # fmt: skip
+    assert read_info(tmp_path / "a.lfq")["metadata"]["precision"] == "int8" and report.mode.startswith("int8")
+    decoded = lfqcodec.decode_file(tmp_path / "a.lfq", tmp_path / "a.y4m", device="cpu", model=shipped)
+    assert decoded.mode.startswith("fp32")
+
+
 def test_int8_needs_a_calibration_and_the_cpu():
     with pytest.raises(lfqcodec.LfqError, match="calibrate-int8"):
         choose_mode("int8", torch.device("cpu"), calibrated=False)

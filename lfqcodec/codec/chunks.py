@@ -72,6 +72,11 @@ class Codec:
         int8_ranges = find_calibration(model.model_id, *folders) if device.type == "cpu" else None
         self.mode = choose_mode(precision, device, int8_ranges is not None)  # precision and layout (lfqcodec.model.inference)
         self.tokenizer = prepare_tokenizer(model.tokenizer.to(device), self.mode, int8_ranges)
+        # the encoder's mode: the same, except where auto runs only the encoder in int8 (AVX2)
+        self.encode_mode = choose_mode(precision, device, int8_ranges is not None, encoding=True)
+        self.encoder = self.tokenizer
+        if self.encode_mode != self.mode:
+            self.encoder = prepare_tokenizer(model.tokenizer, self.encode_mode, int8_ranges)
         self.cfg = model.config
         self.dtype = self.mode.dtype
         self._updates: UpdateState | None = None  # the decoder update in use (decoding)
@@ -98,9 +103,9 @@ class Codec:
             return EncodedChunk(np.zeros((self.cfg.num_bits, 0, *grid), dtype=bool), 0)
         searching = search is not None and search.steps > 0
         inputs, latents, count = [], [], 1
-        with streaming(self.tokenizer), torch.no_grad():
+        with streaming(self.encoder), torch.no_grad():
             inputs.append(_to_model([first], grid, s, self.device))
-            latents.append(encode_latents(self.tokenizer, inputs[-1], True, self.mode))
+            latents.append(encode_latents(self.encoder, inputs[-1], True, self.encode_mode))
             while count < gop:
                 group = []
                 for frame in frames:
@@ -112,7 +117,7 @@ class Codec:
                 count += len(group)
                 group += [group[-1]] * (-len(group) % f)
                 inputs.append(_to_model(group, grid, s, self.device))
-                latents.append(encode_latents(self.tokenizer, inputs[-1], False, self.mode))
+                latents.append(encode_latents(self.encoder, inputs[-1], False, self.encode_mode))
                 if not searching:
                     inputs.clear()
         chunk_latents = torch.cat(latents, dim=2)

@@ -13,7 +13,9 @@ Precision (``--precision``):
            calibration file (``models/<name>.int8``, ``lfqcodec calibrate-int8``).
 ``auto``   on the CPU: int8 where it has int8 dot products (VNNI, AMX) and the model has a
            calibration file, else bf16 where it computes bf16 natively (:func:`native_bf16`), else
-           fp32. On CUDA: bf16 where supported, else fp32.
+           fp32; on AVX2 without dot products the encoder alone runs int8 (its output is signs:
+           1.34-1.45x faster, PSNR within 0.03 dB) and the decoder fp32. On CUDA: bf16 where
+           supported, else fp32.
 =========  ===========================================================================================
 
 The layout: on the CPU, activations are kept channels-last (``torch.channels_last_3d``, N, T, H, W, C

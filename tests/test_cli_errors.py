@@ -216,3 +216,27 @@ def test_tokenize_without_pyarrow_names_the_extra(tmp_path, odd_clip, monkeypatc
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
     fails("tokenize", odd_clip, "--out", tmp_path / "tokens", message="pip install 'lfqcodec[scale]'")
     assert not (tmp_path / "tokens").exists()
+
+
+@pytest.mark.parametrize("value, message", [("nan", "not a finite number"), ("inf", "not a finite number"),
+                                            ("-inf", "--scenecut")])  # fmt: skip
+def test_non_finite_numbers_are_refused(tmp_path, value, message):
+    fails("encode", tmp_path / "a.mp4", tmp_path / "a.lfq", "--scenecut", value, message=message)
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path):
+    """The console script's ``lfqcodec.cli.main`` loads torch; an interrupt then ends in one line too."""
+    import subprocess
+    import sys
+
+    code = ("import importlib.abc, sys\n"
+            "class Interrupt(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path, target=None):\n"
+            "        if name == 'lfqcodec.cli.commands':\n"
+            "            raise KeyboardInterrupt\n"
+            "sys.meta_path.insert(0, Interrupt())\n"
+            "sys.argv = ['lfqcodec', 'info', 'x.lfq']\n"
+            "from lfqcodec.cli import main\n"
+            "main()\n")  # fmt: skip
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stderr) == (130, "lfqcodec: error: interrupted\n")

@@ -57,6 +57,14 @@ def test_auto_precision_follows_the_cpu_flags(monkeypatch, flags, machine, expec
     assert choose_mode("bf16", torch.device("cpu")).precision == "bf16"
 
 
+def test_bf16_where_onednn_cannot_run_it_is_a_one_line_refusal(monkeypatch):
+    monkeypatch.setattr(inference.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False, raising=False)
+    with pytest.raises(lfqcodec.LfqError, match="bf16 needs a CPU with AVX512"):
+        choose_mode("bf16", torch.device("cpu"))
+    assert choose_mode("auto", torch.device("cpu")).precision != "bf16"
+
+
 def test_unknown_precision_is_an_error():
     with pytest.raises(lfqcodec.LfqError, match="unknown precision"):
         choose_mode("fp8", torch.device("cpu"))

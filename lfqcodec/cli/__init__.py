@@ -5,11 +5,14 @@ May import: everything below it.
 """
 
 
-def __getattr__(name: str):
-    """``lfqcodec.cli.main``: the entry point before the package was split by concern, which console
-    scripts of installs made then (``pip install -e``) still import."""
-    if name == "main":
-        from .commands import main
+def main(*args, **kwargs):
+    """The ``lfqcodec`` command, as console scripts call it: the commands (and torch under them) are
+    loaded here, so that a Ctrl-C while they load ends in one line too, as it does once running."""
+    import sys
 
-        return main
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    try:
+        from .commands import main as command
+    except KeyboardInterrupt:
+        sys.stderr.write("lfqcodec: error: interrupted\n")
+        raise SystemExit(130) from None
+    return command(*args, **kwargs)

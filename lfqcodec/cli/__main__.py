@@ -1,5 +1,5 @@
 """``python -m lfqcodec.cli``: the ``lfqcodec`` command."""
 
-from .commands import main
+from . import main
 
 main()

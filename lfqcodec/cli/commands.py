@@ -15,7 +15,8 @@ import click
 
 from .. import api
 from .bench import bench
-from .common import INPUT_PATH, OneLineErrorGroup, QualityOption, _parse_size, device_option, handle_errors, quiet_option
+from .common import (INPUT_PATH, FiniteRange, OneLineErrorGroup, QualityOption, _parse_size, device_option, handle_errors,
+                     quiet_option)
 from .info import info
 from .tokens import detokenize
 from .train import calibrate_int8, train, train_entropy
@@ -79,7 +80,7 @@ quality_option = click.option(
 @quality_option
 @click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True,
               help="Most frames per independently decodable chunk (1 + 4k).")  # fmt: skip
-@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
+@click.option("--scenecut", type=FiniteRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
               help="Start a new chunk at a scene cut: mean absolute luma change (0-255) that can mark one; 0 = off.")  # fmt: skip
 @click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
               help="Search the bits against the decoder for this many steps per chunk: better pictures, same "
@@ -197,7 +198,7 @@ def tokens(src, dst, sub_bits, max_pixels, overwrite):
 @click.option("--sub-bits", type=click.IntRange(1, 62), default=None,
               help="Also store factorized sub-token indices of this many bits (e.g. 8).")
 @click.option("--gop", type=int, default=api.DEFAULT_GOP, show_default=True, help="As in encode.")
-@click.option("--scenecut", type=click.FloatRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
+@click.option("--scenecut", type=FiniteRange(0), default=api.DEFAULT_SCENECUT, show_default=True,
               help="As in encode.")
 @click.option("--search", "search_steps", type=click.IntRange(0), default=0, show_default=True,
               help="As in encode (slow).")

@@ -21,6 +21,16 @@ from ..base.errors import LfqError
 INPUT_PATH = click.Path(readable=False, path_type=Path)
 
 
+class FiniteRange(click.FloatRange):
+    """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare as inside any range)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if number != number or number in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 def _fail(message: str, code: int = 1) -> None:
     click.echo(f"lfqcodec: error: {message}", err=True)
     sys.exit(code)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from .common import device_option, handle_errors, quiet_option
+from .common import FiniteRange, device_option, handle_errors, quiet_option
 from ..base.errors import LfqError
 
 _data_option = click.option(
@@ -134,23 +134,23 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--freeze-encoder", is_flag=True,
               help="Train the decoder only: the bits, the rate and the entropy model's statistics stay the --init "
                    "model's.")  # fmt: skip
-@click.option("--entropy-boost", type=click.FloatRange(1), default=3.0, show_default=True,
+@click.option("--entropy-boost", type=FiniteRange(1), default=3.0, show_default=True,
               help="Entropy-loss weight multiplier at step 0, annealed to 1 (use 1 when warm-starting).")  # fmt: skip
-@click.option("--entropy-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
+@click.option("--entropy-weight", type=FiniteRange(0), default=0.1, show_default=True, help="LFQ entropy-loss weight.")
 @click.option("--pixel-loss", type=click.Choice(["l1", "rmse"]), default="l1", show_default=True,
               help="Pixel term of the reconstruction loss: L1, or RMSE (the batch's root mean squared error: "
                    "optimises PSNR itself).")  # fmt: skip
-@click.option("--ssim-weight", type=click.FloatRange(0), default=0.2, show_default=True,
+@click.option("--ssim-weight", type=FiniteRange(0), default=0.2, show_default=True,
               help="Weight of the (1 - SSIM) term of the reconstruction loss.")
-@click.option("--decorrelation-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--decorrelation-weight", type=FiniteRange(0), default=0.0, show_default=True,
               help="Weight of the bits' mean squared correlation inside a clip (asks each bit for new "
                    "information; logged as bit_correlation either way).")  # fmt: skip
-@click.option("--commitment-weight", type=click.FloatRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
+@click.option("--commitment-weight", type=FiniteRange(0), default=0.1, show_default=True, help="Commitment-loss weight.")
 @click.option("--distill-steps", type=click.IntRange(0), default=0, show_default=True,
               help="Bit-search steps per training step; the encoder is taught the searched bits (0 = off).")
-@click.option("--distill-weight", type=click.FloatRange(0), default=0.2, show_default=True,
+@click.option("--distill-weight", type=FiniteRange(0), default=0.2, show_default=True,
               help="Weight of the encoder's cross-entropy against the searched bits.")
-@click.option("--distill-lr", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+@click.option("--distill-lr", type=FiniteRange(0, min_open=True), default=0.1, show_default=True,
               help="Adam step of the per-step bit search.")
 @click.option("--quality-mix", default=None, metavar="Q=P,...", callback=lambda ctx, param, value: _parse_mix(value),
               help="How often each quality's bit prefix is trained, e.g. low=0.35,medium=0.45,high=0.2 "
@@ -192,12 +192,12 @@ def _parse_mix(value: str | None) -> dict[str, float] | None:
 @click.option("--size", type=click.IntRange(16), default=64, show_default=True, help="Crop side in pixels.")
 @click.option("--max-stride", type=click.IntRange(1), default=2, show_default=True,
               help="Largest temporal stride of video crops (more motion per clip).")
-@click.option("--pan-speed", type=click.FloatRange(0), default=3.0, show_default=True,
+@click.option("--pan-speed", type=FiniteRange(0), default=3.0, show_default=True,
               help="Fastest synthetic camera move over photos, pixels per frame.")
 @click.option("--val-every", type=click.IntRange(1), default=1000, show_default=True)
-@click.option("--minutes", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--minutes", type=FiniteRange(0), default=0.0, show_default=True,
               help="Wall-clock budget: the cosine schedule runs over it and training stops at it (0 = --steps only).")
-@click.option("--val-minutes", type=click.FloatRange(0), default=0.0, show_default=True,
+@click.option("--val-minutes", type=FiniteRange(0), default=0.0, show_default=True,
               help="Validate this often (and at step 0) instead of every --val-every steps (0 = by steps).")
 @click.option("--val-frames", type=click.IntRange(1), default=33, show_default=True,
               help="Frames of each validation clip (33 = a whole default chunk).")

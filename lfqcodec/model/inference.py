@@ -82,6 +82,16 @@ def native_bf16(device: torch.device) -> tuple[bool, str]:
     return False, f"CPU has none of {', '.join(NATIVE_BF16_FLAGS)} (capability {torch.backends.cpu.get_cpu_capability()})"
 
 
+def _onednn_bf16() -> bool:
+    """Whether oneDNN runs bf16 convolutions on this x86 CPU at all (natively or emulated): without it
+    they fail inside torch."""
+    probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    try:
+        return bool(probe()) if probe is not None else True
+    except RuntimeError:
+        return True
+
+
 @dataclass(frozen=True)
 class InferenceMode:
     """What runs: ``precision`` is ``fp32``, ``bf16`` or ``int8`` (never ``auto``)."""
@@ -119,6 +129,10 @@ def choose_mode(precision: str, device: torch.device, calibrated: bool = False, 
         if not calibrated:
             raise LfqError("--precision int8 needs the model's int8 calibration (models/<name>.int8): run lfqcodec calibrate-int8")
         return InferenceMode("int8", channels_last, f"asked for; {int8_dot_products(cpu_flags())[1]}")
+    if precision == "bf16" and device.type == "cpu" and platform.machine().lower() not in ("arm64", "aarch64"):
+        if not _onednn_bf16():
+            raise LfqError("--precision bf16 needs a CPU with AVX512 (BW, VL, DQ), AVX-NE-CONVERT or AMX, or CUDA; "
+                           f"this one has none (capability {torch.backends.cpu.get_cpu_capability()}): use auto or fp32")  # fmt: skip
     if precision == "auto":
         if device.type == "cpu":
             fast_int8, why_int8 = int8_dot_products(cpu_flags())

@@ -212,7 +212,10 @@ def detokenize_file(
     started = time.time()
     suffix = Path(dst).suffix.lower()
     if suffix != ".lfq":
-        suffix = check_output_format(dst)
+        try:
+            suffix = check_output_format(dst)
+        except LfqError as exc:  # detokenize also writes .lfq
+            raise LfqError(str(exc).replace("use one of ", "use .lfq or one of ")) from None
     dst = check_destination(dst, overwrite, (src,))
     warnings: list[str] = []
     tokens = read_token_input(src, shard, rows, clip)

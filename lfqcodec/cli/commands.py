@@ -15,8 +15,8 @@ import click
 
 from .. import api
 from .bench import bench
-from .common import (INPUT_PATH, FiniteRange, OneLineErrorGroup, QualityOption, _parse_size, device_option, handle_errors,
-                     quiet_option)
+from .common import (INPUT_PATH, FiniteRange, OneLineErrorGroup, QualityOption, Terminated, _parse_size, device_option,
+                     handle_errors, quiet_option)
 from .info import info
 from .tokens import detokenize
 from .train import calibrate_int8, train, train_entropy
@@ -42,8 +42,7 @@ def main() -> None:
 def _terminated(signum, frame) -> None:
     """SIGTERM (``timeout``, a service stopping a job) ends the command like Ctrl-C: temporary outputs are
     removed on the way out, never left half-written."""
-    click.echo("lfqcodec: error: terminated", err=True)
-    raise SystemExit(128 + signum)
+    raise Terminated(signum)
 
 
 overwrite_option = click.option("-y", "--overwrite", is_flag=True, help="Replace DST if it exists.")

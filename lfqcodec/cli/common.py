@@ -21,6 +21,15 @@ from ..base.errors import LfqError
 INPUT_PATH = click.Path(readable=False, path_type=Path)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so that it unwinds as Ctrl-C does (progress bar closed,
+    temporary outputs removed) before its one line is printed."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.code = 128 + signum
+
+
 class FiniteRange(click.FloatRange):
     """``click.FloatRange`` that also refuses ``nan`` and ``inf`` (which compare as inside any range)."""
 
@@ -86,6 +95,8 @@ def handle_errors(func):
             return func(*args, **kwargs)
         except LfqError as exc:
             _fail(str(exc))
+        except Terminated as exc:
+            _fail("terminated", exc.code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except BrokenPipeError:  # the reader of stdout went away (| head): stop quietly, as other tools do

@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import moving_pattern, write_clip
 
+import lfqcodec
 from lfqcodec.base.atomic import TEMP_MARKER
 from lfqcodec.cli.commands import main
 
@@ -204,6 +205,25 @@ def test_a_damaged_index_names_salvage(tmp_path, encoded, tiny_model):
     for command in (["decode", truncated, tmp_path / "out.mkv", "--model", tiny_model, "-q"], ["info", truncated]):
         output = fails(*command, message="trailer not found")
         assert "--salvage" in output
+
+
+def test_a_damaged_chunk_names_salvage(tmp_path, encoded, tiny_model):
+    from lfqcodec.format.container import LfqReader
+
+    data = bytearray(encoded.read_bytes())
+    with open(encoded, "rb") as handle:
+        first = LfqReader(handle).chunks[0]
+    data[first.offset + first.size - 1] ^= 0xFF  # the last payload byte of chunk 0: its checksum fails
+    damaged = tmp_path / "damaged.lfq"
+    damaged.write_bytes(bytes(data))
+    output = fails("decode", damaged, tmp_path / "out.mkv", "--model", tiny_model, "-q", message="checksum mismatch")
+    assert output.endswith("lfqcodec decode --salvage decodes the intact chunks")
+
+
+def test_a_start_past_the_end_says_the_frames_there_are(tmp_path, encoded, tiny_model):
+    frames = lfqcodec.read_info(encoded)["frame_count"]
+    fails("decode", encoded, tmp_path / "out.mkv", "--model", tiny_model, "-q", "--start", frames,
+          message=f"--start {frames} is outside the file's frames 0..{frames - 1}")  # fmt: skip
 
 
 def test_info_max_pixels_zero_is_no_limit(encoded):

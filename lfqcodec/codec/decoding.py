@@ -168,7 +168,9 @@ def decode_frames(
         check_size(h, max_pixels)
         end = h.frame_count if frames is None else min(h.frame_count, start + frames)
         if not 0 <= start < h.frame_count or end <= start:
-            raise LfqError(f"frame range {start}..{end - 1} is outside the file's {h.frame_count} frames")
+            if 0 <= start < h.frame_count:
+                raise LfqError(f"--frames {frames}: decode at least one frame")
+            raise LfqError(f"--start {start} is outside the file's frames 0..{h.frame_count - 1}")
         loaded = model if isinstance(model, LoadedModel) else load_model(find_model_for(h, model))
         check_against_model(src, h, loaded)
         log = SalvageLog(reader, start, end) if salvage else None  # refuses a plan the bound rules out
@@ -195,7 +197,8 @@ def decode_frames(
                         blocks = codec.decode_chunk(reader.iter_chunk(position), count, h.height, h.width)
                     except FormatError as exc:
                         if log is None:
-                            raise FormatError(f"{src}: {exc}") from None
+                            hint = "" if "--salvage" in str(exc) else "; lfqcodec decode --salvage decodes the intact chunks"
+                            raise FormatError(f"{src}: {exc}{hint}") from None
                         span = log.fill(first, count, str(exc), damaged=True)
                 else:
                     span = log.fill(first, count, "chunk not found", damaged=False)

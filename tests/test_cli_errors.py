@@ -260,3 +260,8 @@ def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path):
             "main()\n")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stderr) == (130, "lfqcodec: error: interrupted\n")
+
+
+def test_no_arguments_shows_the_help_and_exits_1():
+    result = CliRunner().invoke(main, [])
+    assert result.exit_code == 1 and "Usage:" in result.output and "encode" in result.output

@@ -67,8 +67,14 @@ class OneLineErrorGroup(click.Group):
     """A group whose usage errors, its own and every subcommand's, are one line with exit status 1.
 
     Click raises them while it parses the group's arguments (:meth:`make_context`) and a
-    subcommand's (inside :meth:`invoke`); both are caught here. ``lfqcodec`` with no arguments still
-    shows the help."""
+    subcommand's (inside :meth:`invoke`); both are caught here. ``lfqcodec`` with no arguments shows
+    the help, with exit status 1 too."""
+
+    def parse_args(self, ctx, args):
+        if not args and not ctx.resilient_parsing:  # the help, with every usage error's status (any Click)
+            click.echo(ctx.get_help(), color=ctx.color)
+            ctx.exit(1)
+        return super().parse_args(ctx, args)
 
     def make_context(self, *args, **kwargs):
         try:

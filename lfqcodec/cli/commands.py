@@ -15,8 +15,8 @@ import click
 
 from .. import api
 from .bench import bench
-from .common import (INPUT_PATH, FiniteRange, OneLineErrorGroup, QualityOption, Terminated, _parse_size, device_option,
-                     handle_errors, quiet_option)
+from .common import (INPUT_PATH, FiniteRange, OneLineErrorGroup, QualityOption, Terminated, _parse_size,
+                     decode_device_option, device_option, handle_errors, quiet_option)
 from .info import info
 from .tokens import detokenize
 from .train import calibrate_int8, train, train_entropy
@@ -60,11 +60,6 @@ window_option = click.option(
 decode_window_option = click.option(
     "--window", type=click.IntRange(1, 64), default=api.DEFAULT_WINDOW, show_default=True,
     help="Latent frames (4 frames each) decoded per step: memory vs. speed; pixels within 1 of any other window.",
-)  # fmt: skip
-decode_device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the network runs; auto picks CUDA when present. A file made on either decodes on either (pixels "
-         "may differ by rounding).",
 )  # fmt: skip
 quality_option = click.option(
     "--quality", type=click.Choice(QUALITIES), default="medium", show_default=True, cls=QualityOption,

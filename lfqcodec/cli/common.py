@@ -118,11 +118,14 @@ def handle_errors(func):
     return wrapper
 
 
-device_option = click.option(
-    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-    help="Where the network runs; auto picks CUDA when present. Plain encoding gives the same bits on either (up to "
-         "latents within rounding of zero); --search bits depend on it.",
-)  # fmt: skip
+def _device_option(help_text: str):
+    return click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+                        help=f"Where the network runs; auto picks CUDA when present. {help_text}")  # fmt: skip
+
+
+device_option = _device_option("Plain encoding gives the same bits on either (up to latents within rounding of zero); "
+                               "--search bits depend on it.")  # fmt: skip
+decode_device_option = _device_option("A file made on either decodes on either (pixels may differ by rounding).")
 quiet_option = click.option(
     "-q", "--quiet", is_flag=True, help="No progress bar or summary line (errors and warnings are still printed).",
 )  # fmt: skip

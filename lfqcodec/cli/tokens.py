@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .common import INPUT_PATH, device_option, handle_errors, quiet_option
+from .common import INPUT_PATH, decode_device_option, handle_errors, quiet_option
 
 
 
@@ -64,7 +64,7 @@ def _memory(ctx, param, value: str) -> int:
               help="Refuse frames with more pixels than this before any work; 0 = no limit [default: 3840x2160].")  # fmt: skip
 @click.option("--max-memory", default="1800M", show_default=True, metavar="SIZE", callback=_memory,
               help="Peak memory of the process (as in decode); large frames are decoded in tiles.")  # fmt: skip
-@device_option
+@decode_device_option
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32", "int8"]), default="auto", show_default=True,
               help="Number format of the network, as in decode.")  # fmt: skip
 @click.option("--window", type=click.IntRange(1, 64), default=2, show_default=True, help="As in decode.")
